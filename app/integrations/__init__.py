@@ -1,0 +1,1 @@
+"""Adapters to outside services (WeChat's open API). Payments live in app.payments."""
