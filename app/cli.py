@@ -19,6 +19,20 @@ def register_cli(app: Flask) -> None:
         for line in summary.lines():
             click.echo(line)
 
+    @app.cli.group("bridge")
+    def bridge() -> None:
+        """The MQTT bridge between piles and the platform."""
+
+    @bridge.command("run")
+    @click.option("--worker", default="1", show_default=True,
+                  help="this worker's name; run several with different names to share load")
+    @click.option("--batch-max", default=1000, show_default=True)
+    def bridge_run(worker: str, batch_max: int) -> None:
+        """Run one bridge worker until interrupted."""
+        from app.mqtt_bridge.worker import BridgeWorker
+
+        BridgeWorker(app, worker=worker, batch_max=batch_max).run_forever()
+
     @app.cli.command("create-admin")
     @click.argument("username")
     @click.password_option()

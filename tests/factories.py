@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,9 @@ def build_world(balance_fen: int = 5000) -> World:
         community = places.create_community(uow, actor, property_company_id=company.id,
                                             name=f"Community {tag.upper()}",
                                             master_meter_serial=f"MM{i}")
-        pile = places.register_pile(uow, actor, community_id=community.id, serial=f"T{i:03d}",
-                                    port_count=2).pile
+        # unique serials: runs sharing the loopback broker must not hear each other's piles
+        pile = places.register_pile(uow, actor, community_id=community.id,
+                                    serial=f"T{i}-{uuid.uuid4().hex[:8]}", port_count=2).pile
         account = accounts.create_charging_account(
             uow, actor, community_id=community.id, account_no=f"1390000000{i}", pin=PIN,
             holder_name=f"Resident {tag}")

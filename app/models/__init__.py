@@ -13,22 +13,40 @@ from app.models.people import (
 )
 from app.models.piles import Pile, Port
 from app.models.tariffs import TariffVersion
+from app.models.telemetry import (
+    AlarmEvent,
+    BridgeStatus,
+    DownlinkCommand,
+    MasterMeterReading,
+    MeterReading,
+    PileEvent,
+    PileInbox,
+    RejectedUplink,
+)
 
 __all__ = [
     "AccountBinding",
+    "AlarmEvent",
     "AuditEntry",
+    "BridgeStatus",
     "Building",
     "ChargingAccount",
     "Community",
+    "DownlinkCommand",
     "Hold",
     "ICCard",
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
+    "MasterMeterReading",
+    "MeterReading",
     "Pile",
+    "PileEvent",
+    "PileInbox",
     "Port",
     "PowerCompany",
     "PropertyCompany",
+    "RejectedUplink",
     "RevokedToken",
     "SharedToken",
     "TariffVersion",

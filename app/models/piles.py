@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Float,
@@ -38,7 +39,8 @@ class Pile(IdMixin, CreatedMixin, db.Model):
     firmware: Mapped[str | None] = mapped_column(String(40))
     boot_id: Mapped[str | None] = mapped_column(String(64))
     # The connection counter of the last `online` message; a will with a lower one is stale.
-    conn_counter: Mapped[int] = mapped_column(Integer, default=0)
+    conn_counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    went_offline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     keepalive_s: Mapped[int] = mapped_column(Integer, default=60)
     mqtt_password_hash: Mapped[str | None] = mapped_column(String(255))
     community: Mapped[Community] = relationship()
@@ -60,6 +62,19 @@ class Port(IdMixin, CreatedMixin, db.Model):
     public_code: Mapped[str] = mapped_column(String(16), unique=True)
     status: Mapped[str] = mapped_column(String(10), default="offline")
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Live state from the last *newer* message: (boot_id, seq) within a boot, the pile's
+    # clock across boots, so late or repeated messages never move state backwards.
+    status_boot_id: Mapped[str | None] = mapped_column(String(64))
+    status_seq: Mapped[int | None] = mapped_column(BigInteger)
+    status_ts: Mapped[int | None] = mapped_column(BigInteger)
+    energy_wh: Mapped[int | None] = mapped_column(BigInteger)
+    power_w: Mapped[int | None] = mapped_column(Integer)
+    voltage_dv: Mapped[int | None] = mapped_column(Integer)
+    current_ma: Mapped[int | None] = mapped_column(Integer)
+    temp_dc: Mapped[int | None] = mapped_column(Integer)
+    meter_boot_id: Mapped[str | None] = mapped_column(String(64))
+    meter_seq: Mapped[int | None] = mapped_column(BigInteger)
+    meter_ts: Mapped[int | None] = mapped_column(BigInteger)
     pile: Mapped[Pile] = relationship(back_populates="ports")
     __table_args__ = (
         UniqueConstraint("pile_id", "number"),

@@ -1,0 +1,357 @@
+"""One bridge worker: at-least-once in, exactly-once effect, acks after commit.
+
+* A persistent MQTT 5 session (clean start off, session expiry > 0), QoS 1, and
+  paho's manual acknowledgement: a message is acked only after the database
+  transaction that applied it has committed. A crash in between means the
+  broker redelivers, and the inbox makes the second copy a no-op.
+* Messages are applied in micro-batches (one transaction per batch), which is
+  what lets one worker keep up with tens of thousands of piles.
+* Malformed, oversized, unknown-pile, wrong-schema and wrong-version payloads
+  are recorded as rejects, counted, logged with the pile id and *acked*, so
+  they are never redelivered forever and never stall the worker.
+* The outbox loop sends due commands and expires unacknowledged ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from flask import Flask
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import protocol
+from app.extensions import db
+from app.models import BridgeStatus
+from app.models.base import utcnow
+from app.services import outbox
+from app.services.telemetry import (
+    BatchResult,
+    PileDirectory,
+    Rejected,
+    Uplink,
+    apply_uplinks,
+)
+from app.services.uow import UnitOfWork
+
+log = logging.getLogger("evc.bridge")
+
+UPLINK_FILTER = "piles/+/up/#"
+SESSION_EXPIRY_S = 24 * 3600  # the broker keeps our queue this long while we are away
+
+
+@dataclass
+class BridgeStats:
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    commit_failures: int = 0
+    commands_sent: int = 0
+    commands_expired: int = 0
+    connected: bool = False
+    connects: int = 0
+    last_lag_ms: float = 0.0
+    reasons: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {
+            "received": self.received, "applied": self.applied, "duplicates": self.duplicates,
+            "rejected": self.rejected, "reject_reasons": dict(self.reasons),
+            "batches": self.batches, "commit_failures": self.commit_failures,
+            "commands_sent": self.commands_sent, "commands_expired": self.commands_expired,
+            "connects": self.connects, "lag_ms": round(self.last_lag_ms, 1),
+            "rate_per_s": round(self.applied / elapsed, 1), "uptime_s": round(elapsed),
+        }
+
+
+@dataclass(frozen=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int  # which connection delivered it (acks go to that one only)
+    arrived: float
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
+    parsed = urlparse(url)
+    tls = parsed.scheme in ("mqtts", "ssl")
+    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
+
+
+def to_uplink(msg: Inbound) -> Uplink | Rejected:
+    """Validate one message; anything wrong becomes a Rejected with a reason code."""
+    parts = msg.topic.split("/")
+    serial: str | None = parts[1] if len(parts) > 2 else None  # for the log, even if unknown
+    try:
+        serial, direction, msg_type = protocol.parse_topic(msg.topic)
+        if direction != "up":
+            raise protocol.ProtocolError("unknown_type", "not an uplink topic")
+        body = protocol.validate_uplink(msg.topic, msg.payload)
+    except protocol.ProtocolError as exc:
+        return Rejected(msg.topic, serial, exc.code, str(exc),
+                        msg.payload[:200].decode("utf-8", "replace"))
+    return Uplink(msg_type, serial, body)
+
+
+class BridgeWorker:
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        worker: str = "1",
+        group: str = "bridge",
+        batch_max: int = 1000,
+        batch_wait_s: float = 0.01,
+        outbox_interval_s: float = 0.2,
+        session_expiry_s: int = SESSION_EXPIRY_S,
+    ) -> None:
+        self.app = app
+        settings = app.config["SETTINGS"]
+        self.host, self.port, self.tls = parse_mqtt_url(settings.mqtt_url)
+        self.client_id = f"{settings.mqtt_client_prefix}-bridge-{worker}"
+        self.worker = worker
+        self.topic = f"$share/{group}/{UPLINK_FILTER}"
+        self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_s
+        self.outbox_interval_s = outbox_interval_s
+        self.session_expiry_s = session_expiry_s
+        self.stats = BridgeStats()
+        self.directory = PileDirectory()
+        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self._generation = 0
+        self._stop = threading.Event()
+        self._nudge = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id,
+            protocol=mqtt.MQTTv5, manual_ack=True,
+        )
+        if settings.mqtt_username:
+            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        if self.tls:
+            self.client.tls_set()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # --- MQTT callbacks (paho's network thread) -----------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any,
+                    _p: Any) -> None:
+        if reason.is_failure:
+            log.error("bridge %s: connect refused: %s", self.worker, reason)
+            return
+        self._generation += 1
+        self.stats.connected = True
+        self.stats.connects += 1
+        # Re-subscribing is harmless with a persistent session and needed without one.
+        client.subscribe(self.topic, qos=1)
+        client.subscribe("evc/bridge/nudge", qos=0)
+        log.info("bridge %s connected (generation %d)", self.worker, self._generation)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any,
+                       _p: Any) -> None:
+        self.stats.connected = False
+        # Unacked messages will be redelivered on the next connection; drop our copies.
+        self._drain_queue()
+        if not self._stop.is_set():
+            log.warning("bridge %s disconnected: %s; reconnecting", self.worker, reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == "evc/bridge/nudge":
+            self._nudge.set()
+            return
+        self._queue.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
+                                time.monotonic()))
+
+    def _drain_queue(self) -> None:
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        props.ReceiveMaximum = 1000
+        self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        for target, name in ((self._ingest_loop, "ingest"), (self._outbox_loop, "outbox"),
+                             (self._status_loop, "status")):
+            thread = threading.Thread(target=target, name=f"bridge-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, *, disconnect: bool = True) -> None:
+        self._stop.set()
+        self._nudge.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if disconnect:
+            self.client.disconnect()
+        self.client.loop_stop()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(1):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    # --- ingest -----------------------------------------------------------------------
+
+    def _next_batch(self) -> list[Inbound]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0
+                             else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _ingest_loop(self) -> None:
+        with self.app.app_context():
+            while not self._stop.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self.process(batch)
+
+    def process(self, batch: list[Inbound]) -> None:
+        """Validate, apply in one transaction, then ack — retrying the DB, never acking early."""
+        uplinks: list[Uplink] = []
+        rejected: list[Rejected] = []
+        for msg in batch:
+            item = to_uplink(msg)
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                self.stats.reasons[item.reason] += 1
+                log.warning("rejected uplink from %s on %s: %s (%s)", item.pile_serial or "?",
+                            item.topic, item.reason, item.message)
+            else:
+                uplinks.append(item)
+        result = self._apply_with_retry(uplinks, rejected)
+        if result is None:
+            return  # stopping: unacked messages come back after the restart
+        unknown = [u for u, o in zip(uplinks, result.outcomes, strict=True)
+                   if o == "unknown_pile"]
+        for u in unknown:
+            self.stats.reasons["unknown_pile"] += 1
+            log.warning("uplink from unknown pile %s (%s) rejected", u.pile_serial, u.msg_type)
+        for msg in batch:
+            if msg.generation == self._generation and msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+        now = time.monotonic()
+        self.stats.received += len(batch)
+        self.stats.applied += result.counters.get("applied", 0)
+        self.stats.duplicates += result.counters.get("duplicate", 0)
+        self.stats.rejected += len(rejected) + len(unknown)
+        self.stats.batches += 1
+        self.stats.last_lag_ms = (now - batch[0].arrived) * 1000
+        if any(u.msg_type in ("cmd_ack", "config_ack", "online") for u in uplinks):
+            self._nudge.set()
+
+    def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected]
+                          ) -> BatchResult | None:
+        """Keep trying while the database is away; the broker keeps what we have not acked."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                return apply_uplinks(UnitOfWork(), uplinks, rejected, self.directory)
+            except SQLAlchemyError:
+                self.stats.commit_failures += 1
+                db.session.rollback()
+                log.exception("bridge %s: batch not applied; retrying in %.1fs", self.worker,
+                              delay)
+                time.sleep(delay + random.random() * delay)
+                delay = min(delay * 2, 10)
+            finally:
+                db.session.remove()
+        return None
+
+    # --- outbox -----------------------------------------------------------------------
+
+    def _outbox_loop(self) -> None:
+        with self.app.app_context():
+            while not self._stop.is_set():
+                self._nudge.wait(self.outbox_interval_s)
+                self._nudge.clear()
+                if not self.stats.connected:
+                    continue
+                try:
+                    self.send_due()
+                except SQLAlchemyError:
+                    log.exception("outbox pass failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+
+    def send_due(self) -> int:
+        session = db.session
+        now = utcnow()
+        expired = outbox.expire_overdue(session, now)
+        due = outbox.claim_due(session, now)
+        session.commit()  # marked as sent first: a crash now means a resend, never a loss
+        for message in due:
+            self.client.publish(message.topic, message.payload, qos=1)
+        self.stats.commands_sent += len(due)
+        self.stats.commands_expired += len(expired)
+        for command in expired:
+            log.warning("command %s (%s) to pile %s expired without ack", command.cmd_id,
+                        command.msg_type, command.pile_id)
+        return len(due)
+
+    # --- health -----------------------------------------------------------------------
+
+    def _status_loop(self) -> None:
+        with self.app.app_context():
+            while not self._stop.wait(5):
+                self.write_status()
+
+    def write_status(self) -> None:
+        try:
+            row = db.session.get(BridgeStatus, self.client_id)
+            if row is None:
+                row = BridgeStatus(worker=self.client_id)
+                db.session.add(row)
+            row.connected = self.stats.connected
+            row.updated_at = utcnow()
+            row.stats = self.stats.snapshot()
+            db.session.commit()
+        except SQLAlchemyError:
+            db.session.rollback()
+            log.exception("could not write bridge status")
+        finally:
+            db.session.remove()

@@ -1,0 +1,429 @@
+"""Pile uplinks become stored state here: one batch of messages, one transaction.
+
+The bridge hands over already-validated messages; this module de-duplicates
+them through the inbox (pile, boot_id, seq), applies each new one, and writes
+rejects for the record. It never commits: ``apply_uplinks`` does, once, so the
+bridge can acknowledge the whole batch to the broker after that commit.
+
+Hot path: plain SQLAlchemy Core with executemany, no ORM objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.domain.telemetry import Stamp, will_applies
+from app.models import (
+    AlarmEvent,
+    Community,
+    DownlinkCommand,
+    MasterMeterReading,
+    MeterReading,
+    Pile,
+    PileEvent,
+    PileInbox,
+    Port,
+    RejectedUplink,
+)
+from app.models.base import utcnow
+from app.services.uow import UnitOfWork, insert_ignoring_duplicates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    msg_type: str
+    pile_serial: str
+    body: Mapping[str, Any]
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.body["boot_id"], self.body["seq"], self.body["ts"])
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    topic: str
+    pile_serial: str | None
+    reason: str
+    message: str
+    excerpt: str
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    UNKNOWN_PILE = "unknown_pile"
+
+
+@dataclass(frozen=True, slots=True)
+class PileRef:
+    id: int
+    serial: str
+    community_id: int
+    ports: Mapping[int, int]  # port number → port id
+
+
+class PileDirectory:
+    """serial → pile and port ids. Piles are registered rarely: cache, reload on a miss."""
+
+    def __init__(self) -> None:
+        self._by_serial: dict[str, PileRef] = {}
+
+    def resolve(self, session: Session, serials: Iterable[str]) -> dict[str, PileRef]:
+        wanted = set(serials)
+        missing = wanted - self._by_serial.keys()
+        if missing:
+            rows = session.execute(
+                select(Pile.id, Pile.serial, Pile.community_id, Port.number, Port.id)
+                .join(Port, Port.pile_id == Pile.id)
+                .where(Pile.serial.in_(missing))
+            ).all()
+            found: dict[str, dict[str, Any]] = {}
+            for pile_id, serial, community_id, number, port_id in rows:
+                entry = found.setdefault(serial, {"id": pile_id, "community_id": community_id,
+                                                  "ports": {}})
+                entry["ports"][number] = port_id
+            for serial, entry in found.items():
+                self._by_serial[serial] = PileRef(entry["id"], serial, entry["community_id"],
+                                                  entry["ports"])
+        return {s: self._by_serial[s] for s in wanted if s in self._by_serial}
+
+    def forget(self, serial: str) -> None:
+        self._by_serial.pop(serial, None)
+
+
+@dataclass
+class BatchContext:
+    """What handlers share while one batch is applied."""
+
+    session: Session
+    now: datetime
+    meter_rows: list[dict[str, Any]] = field(default_factory=list)
+    port_meter_updates: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    touched_piles: set[int] = field(default_factory=set)
+    after_commit: list[Callable[[], Any]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def event(self, pile: PileRef, kind: str, port_no: int | None = None,
+              **detail: Any) -> None:
+        self.events.append({
+            "pile_id": pile.id,
+            "port_id": pile.ports.get(port_no) if port_no is not None else None,
+            "kind": kind, "at": self.now, "detail": detail,
+        })
+
+
+Handler = Callable[[BatchContext, PileRef, Uplink], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(msg_type: str) -> Callable[[Handler], Handler]:
+    """Register the handler of one uplink type (charging code registers its own)."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[msg_type] = fn
+        return fn
+
+    return register
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[Outcome]
+    counters: dict[str, int]
+
+
+def apply_uplinks(
+    uow: UnitOfWork,
+    uplinks: list[Uplink],
+    rejected: list[Rejected],
+    directory: PileDirectory,
+) -> BatchResult:
+    """Apply a batch once and commit; the caller acknowledges the messages afterwards."""
+    with uow:
+        ctx = BatchContext(uow.session, utcnow())
+        outcomes = ingest(ctx, uplinks, directory)
+        unknown = [
+            Rejected(f"piles/{u.pile_serial}/up/{u.msg_type}", u.pile_serial, "unknown_pile",
+                     "no pile is registered with this serial", "")
+            for u, o in zip(uplinks, outcomes, strict=True) if o is Outcome.UNKNOWN_PILE
+        ]
+        record_rejects(ctx, rejected + unknown)
+        uow.session.commit()
+    for hook in ctx.after_commit:
+        try:
+            hook()
+        except Exception:  # a failed nudge must not undo a committed batch
+            log.exception("after-commit hook failed")
+    return BatchResult(outcomes, ctx.counters)
+
+
+def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -> list[Outcome]:
+    session = ctx.session
+    piles = directory.resolve(session, {u.pile_serial for u in uplinks})
+    outcomes: list[Outcome] = []
+    claims: list[dict[str, Any]] = []
+    seen: set[tuple[int, str, int]] = set()
+    candidates: list[tuple[int, PileRef, tuple[int, str, int]]] = []
+    for i, u in enumerate(uplinks):
+        pile = piles.get(u.pile_serial)
+        if pile is None:
+            outcomes.append(Outcome.UNKNOWN_PILE)
+            continue
+        key = (pile.id, u.body["boot_id"], u.body["seq"])
+        outcomes.append(Outcome.DUPLICATE)
+        if key in seen:
+            continue
+        seen.add(key)
+        claims.append({"pile_id": key[0], "boot_id": key[1], "seq": key[2],
+                       "msg_type": u.msg_type, "received_at": ctx.now})
+        candidates.append((i, pile, key))
+    if not claims:
+        return outcomes
+    stmt = insert_ignoring_duplicates(session, PileInbox, ["pile_id", "boot_id", "seq"])
+    inserted = {
+        tuple(row)
+        for row in session.execute(
+            stmt.returning(PileInbox.pile_id, PileInbox.boot_id, PileInbox.seq), claims
+        ).all()
+    }
+    for i, pile, key in candidates:
+        if key not in inserted:
+            continue
+        outcomes[i] = Outcome.APPLIED
+        uplink = uplinks[i]
+        ctx.touched_piles.add(pile.id)
+        handler = HANDLERS.get(uplink.msg_type)
+        if handler is None:
+            ctx.event(pile, f"unhandled_{uplink.msg_type}")
+        else:
+            handler(ctx, pile, uplink)
+    ctx.count("applied", sum(1 for o in outcomes if o is Outcome.APPLIED))
+    ctx.count("duplicate", sum(1 for o in outcomes if o is Outcome.DUPLICATE))
+    flush(ctx)
+    return outcomes
+
+
+def flush(ctx: BatchContext) -> None:
+    """Write what the handlers accumulated, in bulk."""
+    session = ctx.session
+    if ctx.meter_rows:
+        session.execute(MeterReading.__table__.insert(), ctx.meter_rows)
+    if ctx.port_meter_updates:
+        session.execute(_PORT_METER_UPDATE, ctx.port_meter_updates)
+    if ctx.events:
+        session.execute(PileEvent.__table__.insert(), ctx.events)
+    if ctx.touched_piles:
+        session.execute(
+            update(Pile).where(Pile.id.in_(ctx.touched_piles)).values(last_seen_at=ctx.now)
+        )
+    ctx.meter_rows, ctx.port_meter_updates, ctx.events = [], [], []
+
+
+def record_rejects(ctx: BatchContext, rejected: list[Rejected]) -> None:
+    if not rejected:
+        return
+    ctx.session.execute(RejectedUplink.__table__.insert(), [
+        {"topic": r.topic[:200], "pile_serial": (r.pile_serial or None) and r.pile_serial[:64],
+         "reason": r.reason[:30], "message": r.message[:300], "excerpt": r.excerpt[:512],
+         "received_at": ctx.now}
+        for r in rejected
+    ])
+    ctx.count("rejected", len(rejected))
+
+
+# --- guarded port updates: never move state backwards ---------------------------------
+
+
+def _newer(boot_col: Any, seq_col: Any, ts_col: Any) -> Any:
+    """SQL twin of app.domain.telemetry.is_newer, for bulk updates."""
+    return or_(
+        boot_col.is_(None),
+        and_(boot_col == bindparam("p_boot"), seq_col < bindparam("p_seq")),
+        and_(boot_col != bindparam("p_boot"), ts_col < bindparam("p_ts")),
+    )
+
+
+_PORT_METER_UPDATE = (
+    update(Port.__table__)
+    .where(Port.__table__.c.id == bindparam("p_id"))
+    .where(_newer(Port.__table__.c.meter_boot_id, Port.__table__.c.meter_seq,
+                  Port.__table__.c.meter_ts))
+    .values(
+        energy_wh=bindparam("p_energy"), power_w=bindparam("p_power"),
+        voltage_dv=bindparam("p_voltage"), current_ma=bindparam("p_current"),
+        temp_dc=bindparam("p_temp"), meter_boot_id=bindparam("p_boot"),
+        meter_seq=bindparam("p_seq"), meter_ts=bindparam("p_ts"),
+    )
+)
+
+_PORT_STATUS_UPDATE = (
+    update(Port.__table__)
+    .where(Port.__table__.c.id == bindparam("p_id"))
+    .where(_newer(Port.__table__.c.status_boot_id, Port.__table__.c.status_seq,
+                  Port.__table__.c.status_ts))
+    .values(
+        status=bindparam("p_status"), status_changed_at=bindparam("p_at"),
+        status_boot_id=bindparam("p_boot"), status_seq=bindparam("p_seq"),
+        status_ts=bindparam("p_ts"),
+    )
+)
+
+
+def set_port_status(ctx: BatchContext, pile: PileRef, port_no: int, status: str,
+                    uplink: Uplink) -> bool:
+    """Apply a port status if the message is newer than the port's state."""
+    port_id = pile.ports.get(port_no)
+    if port_id is None:
+        ctx.count("unknown_port")
+        ctx.event(pile, "unknown_port", port=port_no)
+        return False
+    s = uplink.stamp
+    result = ctx.session.execute(_PORT_STATUS_UPDATE, {
+        "p_id": port_id, "p_status": status, "p_at": ctx.now,
+        "p_boot": s.boot_id, "p_seq": s.seq, "p_ts": s.ts_ms,
+    })
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- the handlers of the telemetry messages -------------------------------------------
+
+
+@handles("online")
+def on_online(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    result = ctx.session.execute(
+        update(Pile).where(Pile.id == pile.id, Pile.conn_counter <= b["conn"]).values(
+            online=True, conn_counter=b["conn"], boot_id=b["boot_id"], firmware=b["firmware"],
+            keepalive_s=b["keepalive_s"], went_offline_at=None,
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        ctx.count("stale_online")
+        ctx.event(pile, "stale_online", conn=b["conn"])
+        return
+    for port in b["ports"]:
+        set_port_status(ctx, pile, port["port"], port["status"], u)
+    ctx.event(pile, "online", conn=b["conn"], boot_id=b["boot_id"], firmware=b["firmware"])
+
+
+@handles("offline")
+def on_offline(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    current = ctx.session.execute(
+        select(Pile.conn_counter).where(Pile.id == pile.id)
+    ).scalar_one()
+    if not will_applies(b["conn"], current):
+        ctx.count("stale_will")
+        ctx.event(pile, "stale_will", conn=b["conn"], current_conn=current)
+        return
+    ctx.session.execute(
+        update(Pile).where(Pile.id == pile.id).values(online=False, went_offline_at=ctx.now)
+    )
+    ctx.event(pile, "offline", conn=b["conn"], reason=b["reason"])
+
+
+@handles("heartbeat")
+def on_heartbeat(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    ctx.session.execute(
+        update(Pile).where(Pile.id == pile.id, Pile.online.is_(False))
+        .values(online=True, went_offline_at=None)
+    )
+
+
+@handles("port_status")
+def on_port_status(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    if set_port_status(ctx, pile, b["port"], b["status"], u):
+        ctx.event(pile, "port_status", b["port"], status=b["status"], prev=b["prev_status"],
+                  session=b["session_id"] or b["local_id"], fault=b["fault_code"])
+
+
+@handles("meter")
+def on_meter(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    at = ms_to_datetime(b["ts"])
+    for r in b["readings"]:
+        port_id = pile.ports.get(r["port"])
+        if port_id is None:
+            ctx.count("unknown_port")
+            continue
+        ctx.meter_rows.append({
+            "port_id": port_id, "measured_at": at, "energy_wh": r["energy_wh"],
+            "delta_wh": r["delta_wh"], "power_w": r["power_w"], "voltage_dv": r["voltage_dv"],
+            "current_ma": r["current_ma"], "temp_dc": r["temp_dc"],
+            "session_ref": r["session_id"] or r["local_id"],
+        })
+        ctx.port_meter_updates.append({
+            "p_id": port_id, "p_energy": r["energy_wh"], "p_power": r["power_w"],
+            "p_voltage": r["voltage_dv"], "p_current": r["current_ma"], "p_temp": r["temp_dc"],
+            "p_boot": b["boot_id"], "p_seq": b["seq"], "p_ts": b["ts"],
+        })
+
+
+@handles("alarm")
+def on_alarm(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    ctx.session.execute(AlarmEvent.__table__.insert(), [{
+        "pile_id": pile.id, "port_id": pile.ports.get(b["port"]) if b["port"] else None,
+        "kind": b["kind"], "severity": b["severity"], "state": b["state"],
+        "value": b["value"], "threshold": b["threshold"], "cut_off": b["cut_off"],
+        "session_ref": b["session_id"], "at": ms_to_datetime(b["ts"]), "received_at": ctx.now,
+    }])
+    ctx.event(pile, f"alarm_{b['state']}", b["port"], alarm=b["kind"], severity=b["severity"])
+    ctx.count("alarms")
+
+
+def _settle_command(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    ok = b["ok"]
+    result = ctx.session.execute(
+        update(DownlinkCommand)
+        .where(DownlinkCommand.cmd_id == b["cmd_id"], DownlinkCommand.pile_id == pile.id,
+               DownlinkCommand.status.in_(("pending", "sent")))
+        .values(status="acked" if ok else "nacked", acked_at=ctx.now,
+                result_reason=b["reason"], result=dict(b))
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        ctx.count("late_or_unknown_ack")
+    ctx.event(pile, "cmd_ack" if ok else "cmd_nack", b.get("port"), cmd_id=b["cmd_id"],
+              reason=b["reason"])
+
+
+handles("cmd_ack")(_settle_command)
+handles("config_ack")(_settle_command)
+
+
+@handles("master_meter")
+def on_master_meter(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
+    b = u.body
+    community_id = ctx.session.execute(
+        select(Community.id).where(Community.master_meter_serial == b["meter_id"])
+    ).scalar_one_or_none()
+    if community_id is None or community_id != pile.community_id:
+        ctx.count("unknown_master_meter")
+        ctx.event(pile, "unknown_master_meter", meter_id=b["meter_id"])
+        return
+    stmt = insert_ignoring_duplicates(ctx.session, MasterMeterReading, ["meter_serial", "read_at"])
+    ctx.session.execute(stmt.values(
+        community_id=community_id, meter_serial=b["meter_id"], energy_wh=b["energy_wh"],
+        read_at=ms_to_datetime(b["read_at"]),
+    ))
