@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.api.schemas import PHONE, PIN, Fen, Id, Name, StrictSchema
+from app.api.schemas import PHONE, PIN, Blueprint, Fen, Id, Name, StrictSchema
 from app.api.security import BEARER, MANAGERS, current_actor, requires
 from app.domain.access import Role
 from app.models import ChargingAccount, ICCard, LedgerTransaction
@@ -68,7 +67,7 @@ class AccountPatch(StrictSchema):
 
 
 class AccountListArgs(StrictSchema):
-    community_id = Id()
+    community_id = Id(strict=False)
 
 
 class PinChangeArgs(StrictSchema):
@@ -98,7 +97,8 @@ class CashTopupArgs(StrictSchema):
     amount_fen = Fen(required=True)
     # The client's idempotency key: a retried or double-clicked top-up credits once.
     request_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{8,64}$"))
-    memo = fields.String(validate=validate.Length(max=200), load_default="")
+    # Stored as the transaction's reference, a 128-character column.
+    memo = fields.String(validate=validate.Length(max=128), load_default="")
 
 
 class ReversalArgs(StrictSchema):
@@ -123,7 +123,7 @@ class TransactionSchema(Schema):
 
 class HistoryArgs(StrictSchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    before_id = Id()
+    before_id = Id(strict=False)
 
 
 @blp.route("/charging-accounts")

@@ -6,10 +6,9 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_jwt_extended import decode_token, get_jwt, jwt_required
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.api.schemas import PHONE, MessageSchema, Name, StrictSchema
+from app.api.schemas import PHONE, Blueprint, MessageSchema, Name, StrictSchema
 from app.api.security import BEARER, current_actor, issue_tokens, requires, token_expiry
 from app.domain.errors import AuthenticationFailed
 from app.models import User

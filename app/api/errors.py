@@ -97,6 +97,15 @@ def register_error_handlers(app: Flask) -> None:
     def _pyjwt(exc: Exception) -> tuple[Response, int]:
         return error_response(401, "invalid_token", "the token is not valid")
 
+    # flask-jwt-extended registered its own handlers ({"message"}, 422) for many token
+    # errors (bad signature, disallowed alg, malformed header...). Flask prefers the most
+    # specific class, so they would beat the two generic handlers above: take them over.
+    ours = {ExpiredSignatureError, RevokedTokenError, NoAuthorizationError, UserLookupError,
+            WrongTokenError, JWTExtendedException, PyJWTError}
+    for cls in list(app.error_handler_spec[None][None]):
+        if issubclass(cls, (JWTExtendedException, PyJWTError)) and cls not in ours:
+            app.register_error_handler(cls, _jwt)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")

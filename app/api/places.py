@@ -8,11 +8,10 @@ import qrcode
 import qrcode.image.svg
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from app.api.schemas import Id, ListArgs, Name, StrictSchema
+from app.api.schemas import Blueprint, Id, ListArgs, Name, StrictSchema
 from app.api.security import BEARER, MANAGERS, STAFF, current_actor, requires
 from app.domain.access import Role
 from app.models import Building, Pile, Port, PowerCompany, PropertyCompany
@@ -82,7 +81,7 @@ class CommunityArgs(CommunityPatch):
 
 
 class CommunityListArgs(ListArgs):
-    property_company_id = Id()
+    property_company_id = Id(strict=False)
 
 
 class BuildingSchema(Schema):
@@ -148,7 +147,7 @@ class PileArgs(PilePatch):
 
 
 class PileListArgs(ListArgs):
-    community_id = Id()
+    community_id = Id(strict=False)
 
 
 class PublicPortSchema(Schema):

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 from sqlalchemy import select
 
 from app.api.auth import UserSchema
-from app.api.schemas import PHONE, Id, Name, StrictSchema
+from app.api.schemas import PHONE, Blueprint, Id, Name, StrictSchema
 from app.api.security import BEARER, MANAGERS, current_actor, requires
 from app.domain.access import Role
 from app.domain.errors import NotFound

@@ -9,8 +9,10 @@ from itertools import pairwise
 
 from app.domain.errors import AccountLocked, InvalidInput
 
-PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
-PIN_RE = re.compile(r"^\d{6}$")
+# ASCII digits only: ``\d`` alone also matches full-width and other scripts' digits,
+# which no pile keypad can type.
+PHONE_RE = re.compile(r"^1[3-9]\d{9}$", re.ASCII)
+PIN_RE = re.compile(r"^\d{6}$", re.ASCII)
 CARD_UID_RE = re.compile(r"^[0-9A-F]{8,20}$")
 
 

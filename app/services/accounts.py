@@ -200,7 +200,11 @@ def change_pin(
     uow: UnitOfWork, actor: Actor, account_id: int, *, old_pin: str, new_pin: str
 ) -> None:
     with uow:
-        account = access.get_charging_account(uow.session, actor, account_id)
+        # Staff need the right to change the account (the read-only power company may not,
+        # nor count failures against a resident's keypad); residents need a binding.
+        account = access.get_charging_account(
+            uow.session, actor, account_id, manage=actor.is_staff
+        )
         ok = check_pin(uow.session, account, old_pin, keypad_lockout(), utcnow())
         if not ok:
             uow.commit()  # the failure count must survive the error

@@ -69,8 +69,11 @@ def record_cash_topup(
         if not actor.is_staff:
             raise PermissionDenied("cash top-ups are recorded by the property office")
         account = access.get_charging_account(uow.session, actor, account_id, manage=True)
+        # The client's request id is unique per account, not platform-wide: another
+        # account's (or tenant's) top-up with the same id must not swallow this one.
         result = credit_topup_in(
-            uow, account, amount_fen=amount_fen, channel="cash", key=f"cash:{request_id}",
+            uow, account, amount_fen=amount_fen, channel="cash",
+            key=f"cash:{account.id}:{request_id}",
             actor_user_id=actor.user_id, reference=memo or None,
         )
         if result.applied:
