@@ -62,7 +62,7 @@ def db_backend(pytestconfig: pytest.Config) -> str:
 def _migrated_app(database_url: str) -> Flask:
     app = create_app(load_settings(environ={}, **TEST_SETTINGS, database_url=database_url))
     with app.app_context():
-        upgrade()
+        upgrade(revision="heads")
         db.engine.dispose()
     return app
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from flask.testing import FlaskClient
 
 from app.domain.access import Actor, Role
 from app.models import ChargingAccount, Community, Pile, PropertyCompany, User
-from app.services import accounts, demo, places, users, wallet
+from app.services import accounts, demo, places, tariffs, users, wallet
 from app.services.uow import UnitOfWork
 
 PASSWORD = "test-pass-123"
 PIN = "135790"
+# 1 yuan per kWh all in: easy to check by hand.
+TEST_TARIFF = {"mode": "per_kwh", "energy_fen_per_kwh": 60, "service_fen_per_kwh": 40}
 
 
 @dataclass
@@ -56,7 +59,9 @@ def build_world(balance_fen: int = 5000) -> World:
         actor = Actor(operator.id, Role.PROPERTY_OPERATOR, grid.id, company.id)
         community = places.create_community(uow, actor, property_company_id=company.id,
                                             name=f"Community {tag.upper()}",
-                                            master_meter_serial=f"MM{i}")
+                                            master_meter_serial=f"MM{i}-{uuid.uuid4().hex[:6]}")
+        tariffs.set_tariff(uow, actor, community.id, TEST_TARIFF,
+                           datetime(2020, 1, 1, tzinfo=UTC))
         # unique serials: runs sharing the loopback broker must not hear each other's piles
         pile = places.register_pile(uow, actor, community_id=community.id,
                                     serial=f"T{i}-{uuid.uuid4().hex[:8]}", port_count=2).pile
@@ -107,3 +112,19 @@ class ApiClient:
 
     def delete(self, url: str, **kw: Any) -> Any:
         return self.request("DELETE", url, **kw)
+
+
+def resident(api: ApiClient, *bind: ChargingAccount, openid: str | None = None) -> ApiClient:
+    """A mini-program user bound to the given accounts, with an API client holding a token."""
+    from flask_jwt_extended import create_access_token
+
+    from app.extensions import db
+    from app.models import AccountBinding
+
+    user = User(role=Role.RESIDENT.value, openid=openid or f"openid-{uuid.uuid4().hex[:10]}")
+    db.session.add(user)
+    db.session.flush()
+    for account in bind:
+        db.session.add(AccountBinding(user_id=user.id, charging_account_id=account.id))
+    db.session.commit()
+    return api.with_token(create_access_token(identity=user))

@@ -40,6 +40,7 @@ class TransactionKind(StrEnum):
     CAPTURE = "capture"  # hold → revenue (+ change back to wallet) at settlement
     RELEASE = "release"  # hold → wallet when a charge never started
     REFUND = "refund"  # wallet → back to the payer
+    COIN_SALE = "coin_sale"  # coins in a pile's box: received and earned at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,10 @@ def capture_postings(
         Posting(wallet, held_fen - cost_fen),
     ]
     return [p for p in postings if p.amount_fen]
+
+
+def coin_sale_postings(*, collection: int, revenue: int, amount_fen: int) -> list[Posting]:
+    return [Posting(collection, -amount_fen), Posting(revenue, amount_fen)]
 
 
 def refund_postings(*, wallet: int, collection: int, amount_fen: int) -> list[Posting]:

@@ -711,6 +711,33 @@ class RunningCost:
             seconds=(_us(self.last.at) - _us(self.start.at)) // _US_PER_SECOND,
         )
 
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (Fractions as "n/d"), so a session's running cost
+        survives between meter reports and restarts without re-reading its samples."""
+
+        def sample(s: MeterSample) -> list[Any]:
+            return [s.at.isoformat(), s.energy_wh, s.power_w]
+
+        return {
+            "start": sample(self.start), "last": sample(self.last),
+            "billable_wh": f"{self.billable_wh.numerator}/{self.billable_wh.denominator}",
+            "priced_wh": f"{self.priced_wh.numerator}/{self.priced_wh.denominator}",
+            "billable_us": self.billable_us, "rate_us": self.rate_us,
+            "open_unit": self.open_unit, "open_unit_rate": self.open_unit_rate,
+        }
+
+    @classmethod
+    def from_state(cls, tariff: Tariff, state: Mapping[str, Any]) -> RunningCost:
+        def sample(raw: list[Any]) -> MeterSample:
+            return MeterSample(datetime.fromisoformat(raw[0]), int(raw[1]), int(raw[2]))
+
+        return cls(
+            tariff, sample(state["start"]), sample(state["last"]),
+            Fraction(state["billable_wh"]), Fraction(state["priced_wh"]),
+            int(state["billable_us"]), int(state["rate_us"]), state["open_unit"],
+            int(state["open_unit_rate"]),
+        )
+
 
 def _energy_share(
     tariff: Tariff, start_us: int, end_us: int, delta_wh: int, free_end: int

@@ -66,7 +66,7 @@ class ChargingAccount(IdMixin, CreatedMixin, db.Model):
 
     __tablename__ = "charging_accounts"
     community_id: Mapped[int] = mapped_column(ForeignKey("communities.id"), index=True)
-    account_no: Mapped[str] = mapped_column(String(11))
+    account_no: Mapped[str | None] = mapped_column(String(11))  # None: a visitor's order
     holder_name: Mapped[str] = mapped_column(String(50), default="")
     kind: Mapped[str] = mapped_column(String(10), default="resident")
     status: Mapped[str] = mapped_column(String(10), default="active")
@@ -81,6 +81,7 @@ class ChargingAccount(IdMixin, CreatedMixin, db.Model):
     __table_args__ = (
         CheckConstraint("kind IN ('resident', 'temporary')", name="kind"),
         CheckConstraint("status IN ('active', 'blocked', 'closed')", name="status"),
+        CheckConstraint("kind = 'temporary' OR account_no IS NOT NULL", name="number"),
         # One open account per phone number per community; closed ones free the number.
         Index(
             "uq_charging_accounts_open_number",

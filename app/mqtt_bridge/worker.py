@@ -280,7 +280,8 @@ class BridgeWorker:
         self.stats.rejected += len(rejected) + len(unknown)
         self.stats.batches += 1
         self.stats.last_lag_ms = (now - batch[0].arrived) * 1000
-        if any(u.msg_type in ("cmd_ack", "config_ack", "online") for u in uplinks):
+        if result.nudge or any(u.msg_type in ("cmd_ack", "config_ack", "online")
+                               for u in uplinks):
             self._nudge.set()
 
     def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected]

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from app.domain.access import Actor, Role
 from app.domain.accounts import validate_password
-from app.models import TariffVersion, User
-from app.services import accounts, places, users, wallet
+from app.models import User
+from app.services import accounts, places, tariffs, users, wallet
 from app.services.context import hash_secret
 from app.services.uow import UnitOfWork
 
@@ -21,9 +21,11 @@ DEMO_PIN = "135790"
 DEMO_TARIFFS: list[dict[str, object]] = [
     {"mode": "per_kwh", "energy_fen_per_kwh": 60, "service_fen_per_kwh": 40,
      "minimum_charge_fen": 10},
-    {"mode": "power_tier", "bands": [
-        {"up_to_w": 200, "fen_per_hour": 20}, {"up_to_w": 400, "fen_per_hour": 30},
-        {"up_to_w": 800, "fen_per_hour": 50}, {"up_to_w": 1200, "fen_per_hour": 80}],
+    {"mode": "power_tier", "power_bands": [
+        {"min_w": 0, "max_w": 200, "fen_per_hour": 20},
+        {"min_w": 200, "max_w": 400, "fen_per_hour": 30},
+        {"min_w": 400, "max_w": 800, "fen_per_hour": 50},
+        {"min_w": 800, "max_w": 1200, "fen_per_hour": 80}],
      "free_minutes": 5},
     {"mode": "per_hour", "fen_per_hour": 25, "minimum_charge_fen": 10},
 ]
@@ -81,13 +83,8 @@ def seed(piles_per_community: int = 2, ports_per_pile: int = 10) -> DemoSummary:
                 uow, op, property_company_id=company.id, name=c_name,
                 address=f"{c_index} Demo Road", lat=30.25 + pc_index / 100 + c_index / 1000,
                 lng=120.16 + c_index / 100, master_meter_serial=f"MM{pc_index}{c_index:02d}")
-            with uow:
-                uow.session.add(TariffVersion(
-                    community_id=community.id, version=1,
-                    effective_from=datetime(2026, 1, 1, tzinfo=UTC),
-                    rules=DEMO_TARIFFS[tariff_index % len(DEMO_TARIFFS)],
-                    created_by_user_id=operator.id))
-                uow.commit()
+            rules = DEMO_TARIFFS[tariff_index % len(DEMO_TARIFFS)]
+            tariffs.set_tariff(uow, op, community.id, rules, datetime(2026, 1, 1, tzinfo=UTC))
             tariff_index += 1
             shed = places.create_building(uow, op, community_id=community.id,
                                           name="Shed A", kind="shed")

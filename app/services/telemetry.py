@@ -5,7 +5,11 @@ them through the inbox (pile, boot_id, seq), applies each new one, and writes
 rejects for the record. It never commits: ``apply_uplinks`` does, once, so the
 bridge can acknowledge the whole batch to the broker after that commit.
 
-Hot path: plain SQLAlchemy Core with executemany, no ORM objects.
+Hot path: plain SQLAlchemy Core, no ORM objects. On PostgreSQL the bulk writes
+(inbox claims, meter readings, port meter state) are one ``unnest``
+statement each per batch, and the batch locks its piles in id order first so
+bridge workers sharing the load queue instead of deadlocking; on SQLite
+(one writer at a time anyway) they are executemany. bench/ingest.py measures it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Table, TextClause, and_, bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from app.domain.telemetry import Stamp, will_applies
+from app.domain.telemetry import Stamp, is_newer, is_silent, will_applies
 from app.models import (
     AlarmEvent,
     Community,
@@ -109,11 +115,17 @@ class BatchContext:
     session: Session
     now: datetime
     meter_rows: list[dict[str, Any]] = field(default_factory=list)
+    # meter readings that name a session, by session public id: (port id, reading, message)
+    session_readings: dict[str, list[tuple[int, Mapping[str, Any], Uplink]]] = field(
+        default_factory=dict)
     port_meter_updates: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     touched_piles: set[int] = field(default_factory=set)
+    # piles whose heartbeat says "online": one UPDATE per batch in flush() (perf: bench/)
+    heartbeat_piles: set[int] = field(default_factory=set)
     after_commit: list[Callable[[], Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    nudge: bool = False  # commands were queued: the outbox should run now
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -128,14 +140,19 @@ class BatchContext:
 
 
 Handler = Callable[[BatchContext, PileRef, Uplink], None]
-HANDLERS: dict[str, Handler] = {}
+BatchHook = Callable[[BatchContext], None]
+# Handlers run in registration order: telemetry's own first, then charging's
+# (app.services.charging registers its handlers when imported, at the end of this module).
+HANDLERS: dict[str, list[Handler]] = {}
+# Run once per batch after every message was handled (e.g. update running sessions).
+BATCH_HOOKS: list[BatchHook] = []
 
 
 def handles(msg_type: str) -> Callable[[Handler], Handler]:
-    """Register the handler of one uplink type (charging code registers its own)."""
+    """Register a handler of one uplink type."""
 
     def register(fn: Handler) -> Handler:
-        HANDLERS[msg_type] = fn
+        HANDLERS.setdefault(msg_type, []).append(fn)
         return fn
 
     return register
@@ -149,6 +166,7 @@ def ms_to_datetime(ms: int) -> datetime:
 class BatchResult:
     outcomes: list[Outcome]
     counters: dict[str, int]
+    nudge: bool = False
 
 
 def apply_uplinks(
@@ -173,7 +191,7 @@ def apply_uplinks(
             hook()
         except Exception:  # a failed nudge must not undo a committed batch
             log.exception("after-commit hook failed")
-    return BatchResult(outcomes, ctx.counters)
+    return BatchResult(outcomes, ctx.counters, ctx.nudge)
 
 
 def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -> list[Outcome]:
@@ -198,44 +216,150 @@ def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -
         candidates.append((i, pile, key))
     if not claims:
         return outcomes
-    stmt = insert_ignoring_duplicates(session, PileInbox, ["pile_id", "boot_id", "seq"])
-    inserted = {
-        tuple(row)
-        for row in session.execute(
-            stmt.returning(PileInbox.pile_id, PileInbox.boot_id, PileInbox.seq), claims
-        ).all()
-    }
+    inserted = _claim_inbox(session, claims)
     for i, pile, key in candidates:
         if key not in inserted:
             continue
         outcomes[i] = Outcome.APPLIED
         uplink = uplinks[i]
         ctx.touched_piles.add(pile.id)
-        handler = HANDLERS.get(uplink.msg_type)
-        if handler is None:
+        handlers = HANDLERS.get(uplink.msg_type)
+        if not handlers:
             ctx.event(pile, f"unhandled_{uplink.msg_type}")
-        else:
+        for handler in handlers or ():
             handler(ctx, pile, uplink)
+    for hook in BATCH_HOOKS:
+        hook(ctx)
     ctx.count("applied", sum(1 for o in outcomes if o is Outcome.APPLIED))
     ctx.count("duplicate", sum(1 for o in outcomes if o is Outcome.DUPLICATE))
     flush(ctx)
-    return outcomes
-
-
-def flush(ctx: BatchContext) -> None:
-    """Write what the handlers accumulated, in bulk."""
-    session = ctx.session
-    if ctx.meter_rows:
-        session.execute(MeterReading.__table__.insert(), ctx.meter_rows)
-    if ctx.port_meter_updates:
-        session.execute(_PORT_METER_UPDATE, ctx.port_meter_updates)
-    if ctx.events:
-        session.execute(PileEvent.__table__.insert(), ctx.events)
     if ctx.touched_piles:
         session.execute(
             update(Pile).where(Pile.id.in_(ctx.touched_piles)).values(last_seen_at=ctx.now)
         )
+    return outcomes
+
+
+def flush(ctx: BatchContext) -> None:
+    """Write what the handlers accumulated so far, in bulk (safe to call repeatedly)."""
+    session = ctx.session
+    if ctx.meter_rows:
+        if _is_postgresql(session):
+            _pg_insert_unnest(session, MeterReading.__table__, ctx.meter_rows)
+        else:
+            session.execute(MeterReading.__table__.insert(), ctx.meter_rows)
+    if ctx.port_meter_updates:
+        if _is_postgresql(session):
+            _pg_update_port_meters(session, ctx.port_meter_updates)
+        else:
+            session.execute(_PORT_METER_UPDATE, ctx.port_meter_updates)
+    if ctx.events:
+        session.execute(PileEvent.__table__.insert(), ctx.events)
+    if ctx.heartbeat_piles:
+        session.execute(
+            update(Pile.__table__)
+            .where(Pile.__table__.c.id.in_(sorted(ctx.heartbeat_piles)),
+                   Pile.__table__.c.online.is_(False))
+            .values(online=True, went_offline_at=None)
+        )
     ctx.meter_rows, ctx.port_meter_updates, ctx.events = [], [], []
+    ctx.heartbeat_piles = set()
+
+
+# --- PostgreSQL bulk paths: one statement per batch instead of one per row -----------
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+_PG_INBOX_CLAIM = text("""
+    INSERT INTO pile_inbox (pile_id, boot_id, seq, msg_type, received_at)
+    SELECT u.pile_id, u.boot_id, u.seq, u.msg_type, :received_at
+    FROM unnest(CAST(:pile_id AS BIGINT[]), CAST(:boot_id AS TEXT[]), CAST(:seq AS BIGINT[]),
+                CAST(:msg_type AS TEXT[])) AS u(pile_id, boot_id, seq, msg_type)
+    ON CONFLICT (pile_id, boot_id, seq) DO NOTHING
+    RETURNING pile_id, boot_id, seq
+""")
+
+# NO KEY UPDATE: what an UPDATE of non-key columns takes anyway, and compatible with the
+# KEY SHARE locks that foreign-key checks (inbox, events, readings) take on the same rows.
+_PG_LOCK_PILES = text("SELECT id FROM piles WHERE id = ANY(CAST(:ids AS BIGINT[])) "
+                      "ORDER BY id FOR NO KEY UPDATE")
+
+
+def _claim_inbox(session: Session, claims: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Insert the inbox keys; returns those that were new (the others are duplicates).
+
+    On PostgreSQL the batch's piles are first locked in id order: everything the
+    handlers update hangs off those piles, so concurrent bridge workers wait for
+    each other instead of deadlocking on pile and port rows taken in message order.
+    """
+    if not _is_postgresql(session):
+        stmt = insert_ignoring_duplicates(session, PileInbox, ["pile_id", "boot_id", "seq"])
+        return {tuple(row) for row in session.execute(
+            stmt.returning(PileInbox.pile_id, PileInbox.boot_id, PileInbox.seq), claims).all()}
+    session.execute(_PG_LOCK_PILES, {"ids": sorted({c["pile_id"] for c in claims})})
+    rows = session.execute(_PG_INBOX_CLAIM, {
+        "pile_id": [c["pile_id"] for c in claims], "boot_id": [c["boot_id"] for c in claims],
+        "seq": [c["seq"] for c in claims], "msg_type": [c["msg_type"] for c in claims],
+        "received_at": claims[0]["received_at"],
+    }).all()
+    return {tuple(row) for row in rows}
+
+
+@cache
+def _pg_unnest_insert_sql(table: Table, keys: tuple[str, ...]) -> TextClause:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"CAST(:{k} AS {table.c[k].type.compile(dialect=dialect)}[])" for k in keys)
+    return text(f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT * FROM unnest({arrays})")
+
+
+def _pg_insert_unnest(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT … SELECT * FROM unnest(arrays)``: scalar columns only, aware datetimes."""
+    keys = tuple(rows[0])
+    session.execute(_pg_unnest_insert_sql(table, keys),
+                    {k: [row[k] for row in rows] for k in keys})
+
+
+_PG_PORT_METER_UPDATE = text("""
+    UPDATE ports AS p SET energy_wh = v.energy, power_w = v.power, voltage_dv = v.voltage,
+        current_ma = v.current, temp_dc = v.temp, meter_boot_id = v.boot, meter_seq = v.seq,
+        meter_ts = v.ts
+    FROM unnest(CAST(:id AS BIGINT[]), CAST(:energy AS BIGINT[]), CAST(:power AS INTEGER[]),
+                CAST(:voltage AS INTEGER[]), CAST(:current AS INTEGER[]),
+                CAST(:temp AS INTEGER[]), CAST(:boot AS TEXT[]), CAST(:seq AS BIGINT[]),
+                CAST(:ts AS BIGINT[]))
+         AS v(id, energy, power, voltage, current, temp, boot, seq, ts)
+    WHERE p.id = v.id
+      AND (p.meter_boot_id IS NULL
+           OR (p.meter_boot_id = v.boot AND p.meter_seq < v.seq)
+           OR (p.meter_boot_id <> v.boot AND p.meter_ts < v.ts))
+""")
+
+
+def _pg_update_port_meters(session: Session, updates: list[dict[str, Any]]) -> None:
+    """The same guarded update as _PORT_METER_UPDATE, for the newest reading of each port.
+
+    UPDATE … FROM applies one source row per target row, so the batch is first
+    reduced to its newest reading per port (is_newer, as the SQL guard decides).
+    """
+    newest: dict[int, dict[str, Any]] = {}
+    for row in updates:
+        current = newest.get(row["p_id"])
+        if current is None or is_newer(Stamp(current["p_boot"], current["p_seq"],
+                                             current["p_ts"]),
+                                       Stamp(row["p_boot"], row["p_seq"], row["p_ts"])):
+            newest[row["p_id"]] = row
+    rows = list(newest.values())
+    session.execute(_PG_PORT_METER_UPDATE, {
+        name: [r[key] for r in rows]
+        for name, key in (("id", "p_id"), ("energy", "p_energy"), ("power", "p_power"),
+                          ("voltage", "p_voltage"), ("current", "p_current"),
+                          ("temp", "p_temp"), ("boot", "p_boot"), ("seq", "p_seq"),
+                          ("ts", "p_ts"))
+    })
 
 
 def record_rejects(ctx: BatchContext, rejected: list[Rejected]) -> None:
@@ -335,6 +459,7 @@ def on_offline(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
         ctx.count("stale_will")
         ctx.event(pile, "stale_will", conn=b["conn"], current_conn=current)
         return
+    ctx.heartbeat_piles.discard(pile.id)  # an earlier heartbeat in this batch is superseded
     ctx.session.execute(
         update(Pile).where(Pile.id == pile.id).values(online=False, went_offline_at=ctx.now)
     )
@@ -343,10 +468,8 @@ def on_offline(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
 
 @handles("heartbeat")
 def on_heartbeat(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
-    ctx.session.execute(
-        update(Pile).where(Pile.id == pile.id, Pile.online.is_(False))
-        .values(online=True, went_offline_at=None)
-    )
+    """A heartbeat brings an offline pile back online: written once per batch (flush)."""
+    ctx.heartbeat_piles.add(pile.id)
 
 
 @handles("port_status")
@@ -372,6 +495,9 @@ def on_meter(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
             "current_ma": r["current_ma"], "temp_dc": r["temp_dc"],
             "session_ref": r["session_id"] or r["local_id"],
         })
+        session_ref = r["session_id"]
+        if session_ref:
+            ctx.session_readings.setdefault(session_ref, []).append((port_id, r, u))
         ctx.port_meter_updates.append({
             "p_id": port_id, "p_energy": r["energy_wh"], "p_power": r["power_w"],
             "p_voltage": r["voltage_dv"], "p_current": r["current_ma"], "p_temp": r["temp_dc"],
@@ -427,3 +553,26 @@ def on_master_meter(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
         community_id=community_id, meter_serial=b["meter_id"], energy_wh=b["energy_wh"],
         read_at=ms_to_datetime(b["read_at"]),
     ))
+
+
+def mark_silent_piles_offline(uow: UnitOfWork, now: datetime | None = None) -> int:
+    """Piles silent for 1.5 × their keepalive are offline, even if no will came."""
+    now = now or utcnow()
+    with uow:
+        piles = uow.session.execute(
+            select(Pile).where(Pile.online.is_(True)).with_for_update(skip_locked=True)
+        ).scalars().all()
+        silent = [p for p in piles if is_silent(p.last_seen_at, p.keepalive_s, now)]
+        for pile in silent:
+            pile.online = False
+            pile.went_offline_at = now
+            uow.session.add(PileEvent(pile_id=pile.id, kind="offline", at=now,
+                                      detail={"reason": "silent",
+                                              "last_seen": pile.last_seen_at.isoformat()
+                                              if pile.last_seen_at else None}))
+        uow.commit()
+    return len(silent)
+
+
+# The charging handlers (auth, coins, sessions, acks) register themselves on import.
+from app.services import charging as _charging  # noqa: E402,F401

@@ -2,7 +2,7 @@
 
 Revision ID: 6f1214eebd63
 Revises: 
-Create Date: 2026-11-24 21:39:09.254671
+Create Date: 2026-11-24 21:56:59.628116
 
 """
 from alembic import op
@@ -164,7 +164,7 @@ def upgrade():
 
     op.create_table('charging_accounts',
     sa.Column('community_id', sa.Integer(), nullable=False),
-    sa.Column('account_no', sa.String(length=11), nullable=False),
+    sa.Column('account_no', sa.String(length=11), nullable=True),
     sa.Column('holder_name', sa.String(length=50), nullable=False),
     sa.Column('kind', sa.String(length=10), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
@@ -176,6 +176,7 @@ def upgrade():
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("kind = 'temporary' OR account_no IS NOT NULL", name=op.f('ck_charging_accounts_number')),
     sa.CheckConstraint("kind IN ('resident', 'temporary')", name=op.f('ck_charging_accounts_kind')),
     sa.CheckConstraint("status IN ('active', 'blocked', 'closed')", name=op.f('ck_charging_accounts_status')),
     sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_charging_accounts_community_id_communities')),
@@ -288,7 +289,7 @@ def upgrade():
     sa.Column('memo', sa.String(length=200), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("kind IN ('topup', 'topup_reversal', 'hold', 'capture', 'release', 'refund')", name=op.f('ck_ledger_transactions_kind')),
+    sa.CheckConstraint("kind IN ('topup', 'topup_reversal', 'hold', 'capture', 'release', 'refund', 'coin_sale')", name=op.f('ck_ledger_transactions_kind')),
     sa.CheckConstraint('amount_fen >= 0', name=op.f('ck_ledger_transactions_amount')),
     sa.ForeignKeyConstraint(['charging_account_id'], ['charging_accounts.id'], name=op.f('fk_ledger_transactions_charging_account_id_charging_accounts')),
     sa.ForeignKeyConstraint(['created_by_user_id'], ['users.id'], name=op.f('fk_ledger_transactions_created_by_user_id_users')),
@@ -430,6 +431,66 @@ def upgrade():
     with op.batch_alter_table('alarm_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_alarm_events_pile_id'), ['pile_id'], unique=False)
 
+    op.create_table('charging_sessions',
+    sa.Column('public_id', sa.String(length=32), nullable=False),
+    sa.Column('pile_id', sa.Integer(), nullable=False),
+    sa.Column('port_id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('method', sa.String(length=10), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('charging_account_id', sa.Integer(), nullable=True),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('card_uid', sa.String(length=32), nullable=True),
+    sa.Column('coin_fen', sa.Integer(), nullable=True),
+    sa.Column('local_id', sa.String(length=64), nullable=True),
+    sa.Column('tariff_version_id', sa.Integer(), nullable=False),
+    sa.Column('hold_id', sa.Integer(), nullable=True),
+    sa.Column('max_amount_fen', sa.Integer(), nullable=False),
+    sa.Column('max_energy_wh', sa.Integer(), nullable=True),
+    sa.Column('max_minutes', sa.Integer(), nullable=False),
+    sa.Column('start_energy_wh', sa.BigInteger(), nullable=True),
+    sa.Column('last_energy_wh', sa.BigInteger(), nullable=True),
+    sa.Column('end_energy_wh', sa.BigInteger(), nullable=True),
+    sa.Column('power_w', sa.Integer(), nullable=True),
+    sa.Column('peak_power_w', sa.Integer(), nullable=True),
+    sa.Column('cost_fen', sa.Integer(), nullable=False),
+    sa.Column('running', sa.JSON(), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_meter_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('settled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('stop_reason', sa.String(length=16), nullable=True),
+    sa.Column('stop_requested', sa.String(length=16), nullable=True),
+    sa.Column('failure_reason', sa.String(length=40), nullable=True),
+    sa.Column('start_cmd_id', sa.String(length=64), nullable=True),
+    sa.Column('refund_fen', sa.Integer(), nullable=True),
+    sa.Column('reconciled_fen', sa.Integer(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("method IN ('app', 'keypad', 'card', 'coin', 'visitor')", name=op.f('ck_charging_sessions_method')),
+    sa.CheckConstraint("status IN ('pending_payment', 'starting', 'active', 'stopping', 'settled', 'failed')", name=op.f('ck_charging_sessions_status')),
+    sa.CheckConstraint("stop_reason IS NULL OR stop_reason IN ('user', 'unplugged', 'full', 'limit_reached', 'balance', 'operator', 'alarm', 'power_loss', 'pile_offline', 'start_failed')", name=op.f('ck_charging_sessions_stop_reason')),
+    sa.CheckConstraint('cost_fen >= 0 AND max_amount_fen >= 0', name=op.f('ck_charging_sessions_money')),
+    sa.ForeignKeyConstraint(['charging_account_id'], ['charging_accounts.id'], name=op.f('fk_charging_sessions_charging_account_id_charging_accounts')),
+    sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_charging_sessions_community_id_communities')),
+    sa.ForeignKeyConstraint(['hold_id'], ['holds.id'], name=op.f('fk_charging_sessions_hold_id_holds')),
+    sa.ForeignKeyConstraint(['pile_id'], ['piles.id'], name=op.f('fk_charging_sessions_pile_id_piles')),
+    sa.ForeignKeyConstraint(['port_id'], ['ports.id'], name=op.f('fk_charging_sessions_port_id_ports')),
+    sa.ForeignKeyConstraint(['tariff_version_id'], ['tariff_versions.id'], name=op.f('fk_charging_sessions_tariff_version_id_tariff_versions')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_charging_sessions_user_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_charging_sessions')),
+    sa.UniqueConstraint('pile_id', 'local_id', name=op.f('uq_charging_sessions_pile_id_local_id')),
+    sa.UniqueConstraint('public_id', name=op.f('uq_charging_sessions_public_id'))
+    )
+    with op.batch_alter_table('charging_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_charging_sessions_charging_account_id'), ['charging_account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_charging_sessions_community_id'), ['community_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_charging_sessions_pile_id'), ['pile_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_charging_sessions_port_id'), ['port_id'], unique=False)
+        batch_op.create_index('ix_charging_sessions_status', ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_charging_sessions_user_id'), ['user_id'], unique=False)
+        batch_op.create_index('uq_charging_sessions_open_port', ['port_id'], unique=True, sqlite_where=sa.text("status IN ('starting', 'active', 'stopping')"), postgresql_where=sa.text("status IN ('starting', 'active', 'stopping')"))
+
     op.create_table('meter_readings',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('port_id', sa.Integer(), nullable=False),
@@ -479,6 +540,16 @@ def downgrade():
         batch_op.drop_index('ix_meter_readings_port_time')
 
     op.drop_table('meter_readings')
+    with op.batch_alter_table('charging_sessions', schema=None) as batch_op:
+        batch_op.drop_index('uq_charging_sessions_open_port', sqlite_where=sa.text("status IN ('starting', 'active', 'stopping')"), postgresql_where=sa.text("status IN ('starting', 'active', 'stopping')"))
+        batch_op.drop_index(batch_op.f('ix_charging_sessions_user_id'))
+        batch_op.drop_index('ix_charging_sessions_status')
+        batch_op.drop_index(batch_op.f('ix_charging_sessions_port_id'))
+        batch_op.drop_index(batch_op.f('ix_charging_sessions_pile_id'))
+        batch_op.drop_index(batch_op.f('ix_charging_sessions_community_id'))
+        batch_op.drop_index(batch_op.f('ix_charging_sessions_charging_account_id'))
+
+    op.drop_table('charging_sessions')
     with op.batch_alter_table('alarm_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_alarm_events_pile_id'))
 

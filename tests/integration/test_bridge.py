@@ -84,9 +84,14 @@ def test_the_message_set_round_trips(app: Flask, world: Any) -> None:
                 "port": 1, "session_id": "S1", "reason": "operator"})
             db.session.commit()
             bridge._nudge.set()
-            wait_until(lambda: pile.received, timeout=10)
-            down = pile.received[0]
-            assert down.topic == protocol.downlink_topic(serial, "stop")
+            def downlink(kind: str) -> Any:
+                topic = protocol.downlink_topic(serial, kind)
+                return next((m for m in pile.received if m.topic == topic), None)
+
+            down = wait_until(lambda: downlink("stop"), timeout=10)
+            # after `online` the platform set the pile's clock and pushed its config
+            for kind in ("time_sync", "config"):
+                protocol.validate_downlink(kind, json.loads(downlink(kind).payload))
             sent = json.loads(down.payload)
             protocol.validate_downlink("stop", sent)
             assert sent["cmd_id"] == command.cmd_id

@@ -65,6 +65,7 @@ def running_bridge(app: Flask, worker: str = "1", group: str | None = None,
     try:
         yield bridge
     finally:
+        db.session.rollback()  # let the bridge threads finish their last transaction
         bridge.stop()
 
 
