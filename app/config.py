@@ -91,6 +91,38 @@ class Settings:
     alipay_public_key_path: str = ""
     alipay_seller_id: str = ""
     alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    # Payments (issue 5). Notify URLs default to PUBLIC_BASE_URL + /api/v1/payments/<p>/notify.
+    wechatpay_notify_url: str = ""
+    wechatpay_platform_certs: str = ""  # "SERIAL=/path/cert.pem,SERIAL2=/path2.pem"
+    alipay_notify_url: str = ""
+    payment_topup_amounts_fen: tuple[int, ...] = ()  # if set, the only amounts offered
+    payment_topup_min_fen: int = 100
+    payment_topup_max_fen: int = 50_000
+    payment_order_expire_minutes: int = 30
+    payment_query_after_minutes: int = 5
+    refund_approval_limit_fen: int = 20_000  # operators approve up to this; above: admin
+    # Operations (issue 6): incident notifications, escalation, loss checks. See
+    # _operations_settings() for the environment names.
+    notify_webhook_url: str = ""
+    notify_webhook_secret: str = ""
+    notify_sms_provider: str = "http"
+    notify_sms_url: str = ""
+    notify_sms_key_id: str = ""
+    notify_sms_secret: str = ""
+    notify_sms_sign_name: str = ""
+    notify_sms_template: str = ""
+    notify_wechat_template_id: str = ""
+    notify_wechat_page: str = ""
+    notify_timeout_s: int = 5
+    notify_max_attempts: int = 8
+    escalation_critical_minutes: tuple[int, ...] = (0, 5, 15)
+    escalation_major_minutes: tuple[int, ...] = (0, 30, 120)
+    escalation_minor_minutes: tuple[int, ...] = (0,)
+    loss_threshold_per_mille: int = 80
+    loss_min_master_wh: int = 20_000
+    loss_jump_factor: int = 3
+    loss_jump_floor_per_mille: int = 40
+    loss_history_days: int = 14
     max_request_bytes: int = 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -182,6 +214,9 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         "alipay_public_key_path": "ALIPAY_PUBLIC_KEY_PATH",
         "alipay_seller_id": "ALIPAY_SELLER_ID",
         "alipay_gateway_url": "ALIPAY_GATEWAY_URL",
+        "wechatpay_notify_url": "WECHATPAY_NOTIFY_URL",
+        "wechatpay_platform_certs": "WECHATPAY_PLATFORM_CERTS",
+        "alipay_notify_url": "ALIPAY_NOTIFY_URL",
     }
     for attr, name in str_settings.items():
         raw = _env(environ, name)
@@ -204,13 +239,94 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         "keypad_lock_minutes": "KEYPAD_LOCK_MINUTES",
         "login_max_failures": "LOGIN_MAX_FAILURES",
         "max_request_bytes": "MAX_REQUEST_BYTES",
+        "payment_topup_min_fen": "PAYMENT_TOPUP_MIN_FEN",
+        "payment_topup_max_fen": "PAYMENT_TOPUP_MAX_FEN",
+        "payment_order_expire_minutes": "PAYMENT_ORDER_EXPIRE_MINUTES",
+        "payment_query_after_minutes": "PAYMENT_QUERY_AFTER_MINUTES",
+        "refund_approval_limit_fen": "REFUND_APPROVAL_LIMIT_FEN",
     }
     defaults = {f.name: f.default for f in fields(Settings)}
     for attr, name in int_settings.items():
         values[attr] = _env_int(environ, name, defaults[attr])
+    amounts = _env(environ, "PAYMENT_TOPUP_AMOUNTS_FEN")
+    if amounts:
+        try:
+            values["payment_topup_amounts_fen"] = tuple(
+                int(part) for part in amounts.split(",") if part.strip()
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"PAYMENT_TOPUP_AMOUNTS_FEN must be comma-separated integers, got {amounts!r}"
+            ) from exc
+    values.update(_operations_settings(environ))
     values.update(overrides)
     _check_secrets(values)
     return Settings(**values)
+
+
+def _minutes_list(environ: dict[str, str], name: str, default: tuple[int, ...]
+                  ) -> tuple[int, ...]:
+    raw = _env(environ, name)
+    if not raw:
+        return default
+    try:
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be comma-separated minutes, got {raw!r}") from exc
+    if not 1 <= len(values) <= 3 or any(v < 0 for v in values) or list(values) != sorted(values):
+        raise ConfigurationError(f"{name}: 1 to 3 ascending, non-negative minutes, got {raw!r}")
+    return values
+
+
+def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
+    """Incident notifications, escalation ladders and loss thresholds (README: Operations).
+
+    NOTIFY_WEBHOOK_URL, NOTIFY_WEBHOOK_SECRET(_FILE): JSON POST signed with HMAC-SHA256.
+    NOTIFY_SMS_PROVIDER (http), NOTIFY_SMS_URL, NOTIFY_SMS_KEY_ID, NOTIFY_SMS_SECRET(_FILE),
+    NOTIFY_SMS_SIGN_NAME, NOTIFY_SMS_TEMPLATE: the SMS gateway.
+    NOTIFY_WECHAT_TEMPLATE_ID, NOTIFY_WECHAT_PAGE: subscribe messages (WECHAT_APPID/SECRET).
+    NOTIFY_TIMEOUT_S, NOTIFY_MAX_ATTEMPTS: per request, and attempts before giving up.
+    ESCALATION_{CRITICAL,MAJOR,MINOR}_MINUTES: delays of levels 1-3, e.g. "0,5,15".
+    LOSS_THRESHOLD_PER_MILLE, LOSS_MIN_MASTER_WH, LOSS_JUMP_FACTOR,
+    LOSS_JUMP_FLOOR_PER_MILLE, LOSS_HISTORY_DAYS: the theft and loss check.
+    """
+    defaults = {f.name: f.default for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for attr, name in {
+        "notify_webhook_url": "NOTIFY_WEBHOOK_URL",
+        "notify_sms_provider": "NOTIFY_SMS_PROVIDER",
+        "notify_sms_url": "NOTIFY_SMS_URL",
+        "notify_sms_key_id": "NOTIFY_SMS_KEY_ID",
+        "notify_sms_sign_name": "NOTIFY_SMS_SIGN_NAME",
+        "notify_sms_template": "NOTIFY_SMS_TEMPLATE",
+        "notify_wechat_template_id": "NOTIFY_WECHAT_TEMPLATE_ID",
+        "notify_wechat_page": "NOTIFY_WECHAT_PAGE",
+    }.items():
+        raw = _env(environ, name)
+        if raw:
+            values[attr] = raw
+    for attr, name in {"notify_webhook_secret": "NOTIFY_WEBHOOK_SECRET",
+                       "notify_sms_secret": "NOTIFY_SMS_SECRET"}.items():
+        raw = _read_secret(environ, name)
+        if raw:
+            values[attr] = raw
+    for attr, name in {
+        "notify_timeout_s": "NOTIFY_TIMEOUT_S",
+        "notify_max_attempts": "NOTIFY_MAX_ATTEMPTS",
+        "loss_threshold_per_mille": "LOSS_THRESHOLD_PER_MILLE",
+        "loss_min_master_wh": "LOSS_MIN_MASTER_WH",
+        "loss_jump_factor": "LOSS_JUMP_FACTOR",
+        "loss_jump_floor_per_mille": "LOSS_JUMP_FLOOR_PER_MILLE",
+        "loss_history_days": "LOSS_HISTORY_DAYS",
+    }.items():
+        values[attr] = _env_int(environ, name, defaults[attr])
+        if values[attr] < 0:
+            raise ConfigurationError(f"{name} must not be negative")
+    for severity in ("critical", "major", "minor"):
+        attr = f"escalation_{severity}_minutes"
+        values[attr] = _minutes_list(environ, f"ESCALATION_{severity.upper()}_MINUTES",
+                                     defaults[attr])
+    return values
 
 
 def _check_secrets(values: dict[str, Any]) -> None:
