@@ -1,20 +1,31 @@
-"""The EV-bike charging platform: ``create_app()`` builds the web application."""
+"""The EV-bike charging platform: ``create_app()`` builds the web application.
+
+Importing the package is cheap on purpose: Flask, SQLAlchemy and the
+extensions are imported inside ``create_app``, so ``import app.protocol``
+(the pile simulator, a vendor's test tool) loads neither.
+``from app import create_app`` works as before.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy.engine import Engine
 
-from app.config import Settings, load_settings
-from app.extensions import db, jwt, migrate
+    from app.config import Settings
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """App factory: one Settings object, extensions, API, CLI."""
+    import logging
+
+    from flask import Flask
+
+    from app.config import load_settings
+    from app.extensions import db, jwt, migrate
+
     settings = settings or load_settings(**overrides)
     app = Flask(__name__, instance_relative_config=False)
     app.config.from_mapping(settings.to_flask())
@@ -38,6 +49,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     register_error_handlers(app)
     register_cli(app)
 
+    @app.teardown_request
+    def _end_transaction(exc: BaseException | None) -> None:
+        # Services commit their own work; whatever a request only read ends here, so no
+        # transaction (on SQLite: the write lock) outlives the request.
+        db.session.rollback()
+
     @app.teardown_appcontext
     def _close(exc: BaseException | None) -> None:
         db.session.remove()
@@ -53,6 +70,8 @@ def _migrations_dir() -> Any:
 
 def _tune_engine(engine: Engine) -> None:
     """SQLite: foreign keys on, WAL, and BEGIN IMMEDIATE so writers queue, not fail."""
+    from sqlalchemy import event
+
     if engine.dialect.name != "sqlite":
         return
 

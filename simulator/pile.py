@@ -388,6 +388,10 @@ class SimulatedPile:
         if reason_code.is_failure:
             self._connect_error = str(reason_code)
             return
+        sock = client.socket()
+        if sock is not None and hasattr(sock, "setsockopt"):  # small packets go at once
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(downlink_topic(self.pile_id, "#"), qos=1)
         self._on_link_up()
 

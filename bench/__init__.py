@@ -1,0 +1,1 @@
+"""Benchmarks: run them by hand (python -m bench.NAME); they print figures, never fail on time."""

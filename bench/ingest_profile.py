@@ -1,0 +1,90 @@
+"""Where the bridge spends its time: the ingest path without the broker, under cProfile.
+
+    python -m bench.ingest_profile                    # PostgreSQL, realistic mix
+    python -m bench.ingest_profile --readings 10 --db sqlite
+
+Builds a fresh database like bench/ingest.py, pre-generates the same uplinks,
+and feeds them to ``BridgeWorker.process`` in batches of ``--batch`` (what the
+worker's ingest thread does with what paho delivers; acks are skipped, no
+broker). Prints messages/s and the functions with the most cumulative and
+internal time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ingest import bench_database, build_app, generate, reset_telemetry, seed_piles  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ingest_profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--piles", type=int, default=500)
+    p.add_argument("--readings", type=int, default=None)
+    p.add_argument("--batch", type=int, default=200, help="messages per batch")
+    p.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--no-profile", action="store_true", help="time only")
+    args = p.parse_args(argv)
+
+    with contextlib.ExitStack() as stack:
+        if args.db == "postgresql":
+            url = stack.enter_context(bench_database())
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            url = f"sqlite:///{tmp}/bench.sqlite3"
+        app = build_app(url)
+        serials = seed_piles(app, args.piles)
+        if args.db == "postgresql":
+            reset_telemetry(app)
+        messages, readings = generate(serials, args.messages, args.readings, seed=1)
+
+        from app.mqtt_bridge.worker import BridgeWorker, Inbound
+
+        worker = BridgeWorker(app, worker="profile")
+        now = time.monotonic()
+        inbound = [Inbound(t, pl, i + 1, 0, 0, now) for i, (t, pl) in enumerate(messages)]
+        batches = [inbound[i:i + args.batch] for i in range(0, len(inbound), args.batch)]
+        profiler = cProfile.Profile()
+        with app.app_context():
+            worker.process(batches[0])  # warm-up: pile directory, statement caches
+            started = time.perf_counter()
+            if not args.no_profile:
+                profiler.enable()
+            for batch in batches[1:]:
+                worker.process(batch)
+            profiler.disable()
+            elapsed = time.perf_counter() - started
+            done = sum(len(b) for b in batches[1:])
+            from app.extensions import db
+
+            db.session.remove()
+            db.engine.dispose()
+        print(f"{done} messages ({readings} readings in all) in {elapsed:.2f} s: "
+              f"{done / elapsed:,.0f} msg/s on {args.db}, batches of {args.batch}"
+              + ("" if args.no_profile else " (under cProfile: slower than real)"))
+        print(f"stats: {worker.stats.snapshot()}")
+        if not args.no_profile:
+            for key in ("cumulative", "tottime"):
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(args.top)
+                print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
