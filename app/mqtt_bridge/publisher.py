@@ -26,7 +26,7 @@ _clients: dict[str, mqtt.Client] = {}
 
 
 def _client(settings: Settings) -> mqtt.Client:
-    from app.mqtt_bridge.worker import parse_mqtt_url
+    from app.mqtt_bridge.worker import no_delay, parse_mqtt_url
 
     key = f"{settings.mqtt_url}|{settings.mqtt_username}"
     with _lock:
@@ -40,6 +40,7 @@ def _client(settings: Settings) -> mqtt.Client:
                 client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
             if tls:
                 client.tls_set()
+            client.on_connect = lambda c, *_: no_delay(c)
             client.connect_async(host, port, keepalive=30)
             client.loop_start()
             _clients[key] = client

@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -87,6 +89,16 @@ class Inbound:
     qos: int
     generation: int  # which connection delivered it (acks go to that one only)
     arrived: float
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """Disable Nagle on our side: a command or an ack is one small packet that must go
+    now, not after the peer's delayed ACK (~40 ms on Linux). The project broker config
+    does the same on its side (set_tcp_nodelay)."""
+    sock = client.socket()
+    if sock is not None and hasattr(sock, "setsockopt"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
@@ -160,6 +172,7 @@ class BridgeWorker:
         if reason.is_failure:
             log.error("bridge %s: connect refused: %s", self.worker, reason)
             return
+        no_delay(client)
         self._generation += 1
         self.stats.connected = True
         self.stats.connects += 1
@@ -356,3 +369,24 @@ class BridgeWorker:
             log.exception("could not write bridge status")
         finally:
             db.session.remove()
+
+
+def forget_session(app: Flask, worker: str) -> None:
+    """Connect once as the worker with clean start and no expiry: the broker drops the
+    old session, and with it the worker's place in the shared subscription."""
+    settings = app.config["SETTINGS"]
+    host, port, tls = parse_mqtt_url(settings.mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"{settings.mqtt_client_prefix}-bridge-{worker}",
+                         protocol=mqtt.MQTTv5)
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    if tls:
+        client.tls_set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(host, port, keepalive=10, clean_start=True, properties=props)
+    client.loop_start()
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
