@@ -127,7 +127,7 @@ class Sessions(MethodView):
         uow = UnitOfWork()
         started = charging.start_app_session(uow, current_actor(), **args)
         public_id = started.public_id
-        nudge_bridge(current_app.config["SETTINGS"])
+        nudge_bridge(current_app.config["SETTINGS"])  # SQLite; PostgreSQL NOTIFY already did
         outcome = charging.await_start(uow, public_id, current_app.config.get(
             "START_WAIT_S", 12))
         if outcome.status == SessionStatus.FAILED.value:

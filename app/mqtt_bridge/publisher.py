@@ -48,6 +48,9 @@ def _client(settings: Settings) -> mqtt.Client:
 
 
 def nudge_bridge(settings: Settings) -> None:
+    """Only needed on SQLite: on PostgreSQL the outbox NOTIFYs the bridges at commit."""
+    if settings.database_url.startswith("postgresql"):
+        return
     try:
         _client(settings).publish(NUDGE_TOPIC, b"1", qos=0)
     except Exception:  # the outbox poll will send the command anyway

@@ -212,8 +212,11 @@ class BridgeWorker:
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
                                   properties=props)
         self.client.loop_start()
-        for target, name in ((self._ingest_loop, "ingest"), (self._outbox_loop, "outbox"),
-                             (self._status_loop, "status")):
+        loops = [(self._ingest_loop, "ingest"), (self._outbox_loop, "outbox"),
+                 (self._status_loop, "status")]
+        if self.app.config["SETTINGS"].database_url.startswith("postgresql"):
+            loops.append((self._listen_loop, "listen"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"bridge-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -346,6 +349,23 @@ class BridgeWorker:
             log.warning("command %s (%s) to pile %s expired without ack", command.cmd_id,
                         command.msg_type, command.pile_id)
         return len(due)
+
+    def _listen_loop(self) -> None:
+        """PostgreSQL LISTEN: any process that queues a command wakes the outbox at once."""
+        import psycopg
+
+        url = self.app.config["SETTINGS"].database_url.replace("postgresql+psycopg://",
+                                                               "postgresql://", 1)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._nudge.set()
+            except psycopg.Error:
+                log.exception("outbox LISTEN connection lost; retrying")
+                self._stop.wait(2)
 
     # --- health -----------------------------------------------------------------------
 

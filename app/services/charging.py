@@ -54,6 +54,7 @@ from app.domain.errors import (
     NotFound,
 )
 from app.domain.ledger import Posting, TransactionKind, coin_sale_postings
+from app.domain.safety import IncidentPolicy, SafetyEvent, StopScope
 from app.domain.tariff import (
     MeterSample,
     ProfileError,
@@ -276,7 +277,7 @@ def await_start(uow: UnitOfWork, public_id: str, timeout_s: float) -> ChargingSe
         if time.monotonic() >= deadline:
             return fail_start(uow, public_id, "ack_timeout")
         time.sleep(pause)
-        pause = min(pause * 1.5, 0.05)
+        pause = min(pause * 1.5, 0.01)
 
 
 def fail_start(uow: UnitOfWork, public_id: str, reason: str) -> ChargingSession:
@@ -829,21 +830,44 @@ def _charge_without_hold(session: Session, charging: ChargingSession,
     return charged
 
 
-@handles("alarm")
-def on_alarm_stop(ctx: BatchContext, pile_ref: PileRef, u: Uplink) -> None:
-    """A critical alarm stops the affected port (all ports if it names none) at once."""
-    b = u.body
-    if b["state"] != "raised" or b["severity"] != "critical":
-        return
+# The stop rules of app.domain.safety with the default thresholds (the incident service
+# uses the same severity policy; only its escalation delays are configurable).
+SAFETY_POLICY = IncidentPolicy()
+
+
+def stop_port_sessions(session: Session, pile_id: int, port_id: int | None, now: datetime
+                       ) -> int:
+    """Send ``stop`` (reason alarm) to the sessions running on one port, or on every port of
+    the pile (``port_id`` None). Idempotent: a session already asked to stop is skipped."""
     stmt = select(ChargingSession).where(
-        ChargingSession.pile_id == pile_ref.id,
+        ChargingSession.pile_id == pile_id,
         ChargingSession.status.in_([SessionStatus.STARTING.value, SessionStatus.ACTIVE.value]),
     )
-    if b["port"] is not None:
-        port_id = pile_ref.ports.get(b["port"])
+    if port_id is not None:
         stmt = stmt.where(ChargingSession.port_id == port_id)
-    for charging in ctx.session.execute(stmt).scalars():
-        send_stop(ctx.session, charging, StopReason.ALARM, ctx.now)
+    stopped = 0
+    for charging in session.execute(stmt).scalars():
+        if not charging.stop_requested:
+            stopped += 1
+        send_stop(session, charging, StopReason.ALARM, now)
+    return stopped
+
+
+@handles("alarm")
+def on_alarm_stop(ctx: BatchContext, pile_ref: PileRef, u: Uplink) -> None:
+    """A safety alarm stops what ``app.domain.safety.stop_scope`` says, at once: every
+    critical alarm (as the platform classifies it: e.g. over_temperature at 70.0 °C even if
+    the pile says major), overcurrent and overload at any severity; the named port, or every
+    port for smoke and for an alarm that names none. Runs before the incident is recorded
+    and needs nothing but the alarm itself, so nothing else can hold it up."""
+    event = SafetyEvent.from_alarm(pile_ref.serial, u.body)
+    scope = SAFETY_POLICY.stop_for(event)
+    if scope is StopScope.NONE:
+        return
+    port_id = pile_ref.ports.get(event.port_no) if event.port_no is not None else None
+    if scope is StopScope.PILE or port_id is None:  # an unknown port: stop the whole pile
+        port_id = None
+    stop_port_sessions(ctx.session, pile_ref.id, port_id, ctx.now)
     ctx.nudge = True
 
 
