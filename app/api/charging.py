@@ -20,7 +20,7 @@ from app.domain.errors import Conflict, InvalidInput
 from app.extensions import db
 from app.models import TariffVersion
 from app.mqtt_bridge.publisher import nudge_bridge
-from app.services import charging, tariffs
+from app.services import charging, tariffs, visitors
 from app.services.uow import UnitOfWork
 
 blp = Blueprint("charging", __name__, url_prefix="/api/v1",
@@ -64,6 +64,23 @@ class SessionSchema(Schema):
     ended_at = fields.DateTime(attribute="session.ended_at", allow_none=True)
     stop_reason = fields.String(attribute="session.stop_reason", allow_none=True)
     failure_reason = fields.String(attribute="session.failure_reason", allow_none=True)
+
+
+class VisitorArgs(StrictSchema):
+    port_code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9]{4,16}$"))
+    amount_fen = Fen(required=True)
+    provider = fields.String(load_default="wechat", validate=validate.OneOf(["wechat"]))
+
+
+class VisitorChargeSchema(Schema):
+    session_id = fields.String(attribute="session.public_id")
+    status = fields.String(attribute="session.status")
+    max_amount_fen = fields.Integer(attribute="session.max_amount_fen")
+    max_energy_wh = fields.Integer(attribute="session.max_energy_wh", allow_none=True)
+    max_minutes = fields.Integer(attribute="session.max_minutes")
+    out_trade_no = fields.String(attribute="checkout.order.out_trade_no")
+    amount_fen = fields.Integer(attribute="checkout.order.amount_fen")
+    pay_params = fields.Dict(attribute="checkout.pay_params", allow_none=True)
 
 
 class SessionListArgs(StrictSchema):
@@ -142,6 +159,17 @@ class Sessions(MethodView):
     def get(self, args: dict[str, Any]) -> list[Any]:
         """History: yours (all bound accounts, or one), or your communities' for staff."""
         return charging.list_sessions(UnitOfWork(), current_actor(), **args)
+
+
+@blp.route("/visitor-charges", methods=["POST"])
+@blp.doc(security=BEARER)
+@blp.arguments(VisitorArgs)
+@blp.response(201, VisitorChargeSchema)
+@requires(*RESIDENTS)
+def visitor_charge(args: dict[str, Any]) -> Any:
+    """A visitor's temporary charge: pay this order (``pay_params`` for wx.requestPayment);
+    the port starts when the payment arrives; the unused part is refunded at settlement."""
+    return visitors.start_visitor_charge(UnitOfWork(), current_actor(), **args)
 
 
 @blp.route(f"/charging-sessions/{SESSION_ID}")

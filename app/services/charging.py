@@ -205,17 +205,25 @@ def open_session(
         max_energy_wh=limits.max_energy_wh, max_minutes=limits.max_minutes, cost_fen=0,
     )
     session.add(charging)
+    return Opened(charging, _queue_start(session, charging, port, version, limits, req_id, now))
+
+
+def _queue_start(session: Session, charging: ChargingSession, port: Port,
+                 version: TariffVersion, limits: SessionLimits, req_id: str | None,
+                 now: datetime) -> DownlinkCommand:
     try:
         session.flush()
     except IntegrityError as exc:  # the partial unique index: someone else just started
         raise Conflict("the port is in use", reason="port_busy") from exc
-    command = outbox.enqueue_command(session, pile.id, "start", {
-        "port": port.number, "session_id": public_id, "req_id": req_id,
-        "method": method.value, "limits": _limits_body(limits),
+    command = outbox.enqueue_command(session, charging.pile_id, "start", {
+        "port": port.number, "session_id": charging.public_id, "req_id": req_id,
+        # a visitor's order is started from the phone, like a scan (the protocol's word)
+        "method": "app" if charging.method == StartMethod.VISITOR.value else charging.method,
+        "limits": _limits_body(limits),
         "tariff": tariff_summary(version),
     }, ttl_s=START_TTL_S, now=now)
     charging.start_cmd_id = command.cmd_id
-    return Opened(charging, command)
+    return command
 
 
 def _limits_body(limits: SessionLimits) -> dict[str, int | None]:

@@ -702,3 +702,7 @@ def register_charging_hooks() -> None:
 
 
 register_charging_hooks()
+
+
+# Visitors' orders start their charge when paid (registers an ON_PAID hook).
+from app.services import visitors as _visitors  # noqa: E402,F401
