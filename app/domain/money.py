@@ -1,11 +1,12 @@
 """Money is integer fen (1 yuan = 100 fen), everywhere, always.
 
-Floats never touch an amount: yuan strings from providers go through Decimal.
+Floats never touch an amount: yuan strings from providers are parsed with Decimal in
+app.payments.money.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import NewType
 
 from app.domain.errors import InvalidInput
@@ -26,21 +27,11 @@ def require_fen(value: object, *, name: str = "amount_fen", positive: bool = Tru
     return value
 
 
-def yuan_to_fen(text: str) -> int:
-    """Parse a provider's yuan string ("12.30") exactly; more than 2 decimals is an error."""
-    try:
-        amount = Decimal(text.strip())
-    except (InvalidOperation, AttributeError) as exc:
-        raise InvalidInput(f"not a yuan amount: {text!r}") from exc
-    if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise InvalidInput(f"not a yuan amount: {text!r}")
-    if "e" in text.lower():
-        raise InvalidInput(f"not a yuan amount: {text!r}")
-    return int((amount * 100).to_integral_value())
-
-
 def fen_to_yuan(fen: int) -> str:
-    """Format fen as a yuan string with two decimals, as providers expect."""
+    """Format fen (possibly negative) as yuan with two decimals, for reports.
+
+    Amounts on the providers' wire are parsed and formatted strictly by app.payments.money.
+    """
     sign = "-" if fen < 0 else ""
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
