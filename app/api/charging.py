@@ -69,7 +69,15 @@ class SessionSchema(Schema):
 class VisitorArgs(StrictSchema):
     port_code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9]{4,16}$"))
     amount_fen = Fen(required=True)
+    max_minutes = fields.Integer(strict=True, validate=validate.Range(min=1, max=720))
     provider = fields.String(load_default="wechat", validate=validate.OneOf(["wechat"]))
+
+
+class VisitorOrderSchema(Schema):
+    out_trade_no = fields.String()
+    amount_fen = fields.Integer()
+    status = fields.String()
+    provider = fields.String()
 
 
 class VisitorChargeSchema(Schema):
@@ -78,8 +86,7 @@ class VisitorChargeSchema(Schema):
     max_amount_fen = fields.Integer(attribute="session.max_amount_fen")
     max_energy_wh = fields.Integer(attribute="session.max_energy_wh", allow_none=True)
     max_minutes = fields.Integer(attribute="session.max_minutes")
-    out_trade_no = fields.String(attribute="checkout.order.out_trade_no")
-    amount_fen = fields.Integer(attribute="checkout.order.amount_fen")
+    order = fields.Nested(VisitorOrderSchema, attribute="checkout.order")
     pay_params = fields.Dict(attribute="checkout.pay_params", allow_none=True)
 
 

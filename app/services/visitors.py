@@ -12,7 +12,7 @@ is refunded.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -48,8 +48,10 @@ class VisitorCharge:
 
 
 def start_visitor_charge(uow: UnitOfWork, actor: Actor, *, port_code: str, amount_fen: int,
+                         max_minutes: int | None = None,
                          provider: str = "wechat") -> VisitorCharge:
-    """Open a session waiting for payment, and the order that pays for it."""
+    """Open a session waiting for payment, and the order that pays for it (``max_minutes``:
+    a visitor who buys a duration; the amount still caps the cost)."""
     require_fen(amount_fen)
     if amount_fen > MAX_VISITOR_FEN:
         raise InvalidInput(f"a visitor order is at most {MAX_VISITOR_FEN} fen",
@@ -88,7 +90,7 @@ def start_visitor_charge(uow: UnitOfWork, actor: Actor, *, port_code: str, amoun
             status=SessionStatus.PENDING_PAYMENT.value, charging_account_id=account.id,
             user_id=user.id, tariff_version_id=version.id,
             max_amount_fen=limits.max_amount_fen, max_energy_wh=limits.max_energy_wh,
-            max_minutes=limits.max_minutes, cost_fen=0)
+            max_minutes=min(limits.max_minutes, max_minutes or limits.max_minutes), cost_fen=0)
         session.add(pending)
         session.flush()
         order = payments.create_order(
@@ -128,6 +130,10 @@ def start_when_paid(session: Session, order: PaymentOrder) -> None:
         pending.status = SessionStatus.STARTING.value
         version = charging.tariff_in_force(session, pending.community_id, now)
         limits = limits_for_balance(charging.tariff_of(version), order.amount_fen, None, now)
+        limits = replace(limits, max_minutes=min(limits.max_minutes, pending.max_minutes))
+        pending.max_amount_fen = limits.max_amount_fen
+        pending.max_energy_wh = limits.max_energy_wh
+        pending.max_minutes = limits.max_minutes
         charging._queue_start(session, pending, pending.port, version, limits, None, now)
         nested.commit()
     except DomainError as exc:

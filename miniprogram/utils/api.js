@@ -94,8 +94,7 @@ const ENDPOINTS = {
   visitorCharge: { method: 'POST', path: '/visitor-charges',
     sends: ['port_code', 'amount_fen', 'max_minutes'],
     reads: ['session_id', 'status', 'order.out_trade_no', 'order.amount_fen', 'order.status',
-      'pay_params'],
-    pending: 'charging: a visitor prepays a charge at a port (no account of their own)' },
+      'pay_params'] },
 
   // --- operators -----------------------------------------------------------------------
   communities: { method: 'GET', path: '/communities', query: ['limit'],

@@ -56,7 +56,8 @@ def test_visitor_pays_charges_and_gets_the_change_back(site: Site, app: Flask,
     order = res.get_json()
     assert order["status"] == "pending_payment" and order["pay_params"]["signType"] == "RSA"
     sid = order["session_id"]
-    note = _notification(wechat, order["out_trade_no"], 500)
+    assert order["order"]["amount_fen"] == 500 and order["order"]["status"] == "created"
+    note = _notification(wechat, order["order"]["out_trade_no"], 500)
     assert _post(site, note).status_code in (200, 204)
     wait_until(lambda: session_row(sid).status == "active", timeout=20)
     site.pile.advance(1800)
@@ -90,7 +91,7 @@ def test_port_taken_before_payment_refunds_everything(site: Site, app: Flask,
     started = site.phone.post("/api/v1/charging-sessions", json={
         "charging_account_id": site.account_id, "port_code": site.port_codes[1]})
     assert started.status_code == 201
-    assert _pay(site, wechat, order["out_trade_no"], 300).status_code in (200, 204)
+    assert _pay(site, wechat, order["order"]["out_trade_no"], 300).status_code in (200, 204)
     failed = wait_until(lambda: (r := session_row(order["session_id"])).status == "failed"
                         and r)
     assert failed.failure_reason == "paid_but_port_busy"

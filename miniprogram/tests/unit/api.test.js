@@ -160,7 +160,7 @@ test('network failure and timeout', async () => {
 test('an endpoint the server does not have yet reads as "not available"', async () => {
   api.setTokens({ access_token: 'A', refresh_token: 'R' })
   wx.handler = () => json(404, { code: 'not_found', message: 'The requested URL was not found', details: {} })
-  const err = await api.visitorCharge('ABCD1234', 500).catch((e) => e)
+  const err = await api.nearby(30.25, 120.16).catch((e) => e)
   expect(err.code).toBe('unavailable')
   expect(err.message).toBe('此功能暂未开放')
   const real404 = await api.session('S0000000000000000').catch((e) => e)
