@@ -21,9 +21,9 @@ log = logging.getLogger("evc.jobs")
 
 
 def all_jobs() -> list[tuple[str, int, Callable[[], Any]]]:
-    from app.jobs import charging, payments
+    from app.jobs import charging, operations, payments
 
-    return [*charging.JOBS, *payments.JOBS]
+    return [*charging.JOBS, *payments.JOBS, *operations.JOBS]
 
 
 def run_forever(app: Flask, stop: threading.Event | None = None, tick_s: float = 1.0) -> None:

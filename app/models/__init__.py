@@ -1,7 +1,16 @@
 """SQLAlchemy tables. Constraints carry the invariants (UNIQUE keys, CHECKs, FKs)."""
 
+from app.models.charging import ChargingSession
 from app.models.ledger import Hold, LedgerAccount, LedgerEntry, LedgerTransaction
+from app.models.operations import Incident, IncidentNotification, LossCheck
 from app.models.org import Building, Community, PowerCompany, PropertyCompany
+from app.models.payments import (
+    PaymentNotification,
+    PaymentOrder,
+    ReconciliationItem,
+    ReconciliationRun,
+    Refund,
+)
 from app.models.people import (
     AccountBinding,
     AuditEntry,
@@ -31,21 +40,30 @@ __all__ = [
     "BridgeStatus",
     "Building",
     "ChargingAccount",
+    "ChargingSession",
     "Community",
     "DownlinkCommand",
     "Hold",
     "ICCard",
+    "Incident",
+    "IncidentNotification",
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
+    "LossCheck",
     "MasterMeterReading",
     "MeterReading",
+    "PaymentNotification",
+    "PaymentOrder",
     "Pile",
     "PileEvent",
     "PileInbox",
     "Port",
     "PowerCompany",
     "PropertyCompany",
+    "ReconciliationItem",
+    "ReconciliationRun",
+    "Refund",
     "RejectedUplink",
     "RevokedToken",
     "SharedToken",

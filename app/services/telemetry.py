@@ -576,3 +576,4 @@ def mark_silent_piles_offline(uow: UnitOfWork, now: datetime | None = None) -> i
 
 # The charging handlers (auth, coins, sessions, acks) register themselves on import.
 from app.services import charging as _charging  # noqa: E402,F401
+from app.services import incidents as _incidents  # noqa: E402,F401  (after charging's)

@@ -1,0 +1,103 @@
+"""WeChat mini-program subscribe messages (订阅消息) through wechatpy.
+
+``WeChatClient.wxa.send_subscribe_message(openid, template_id, data, page)`` with the API
+base URL configurable (``WECHAT_API_BASE_URL``, as ``app/integrations/wechat.py`` does, so
+tests point it at a local server) and the access_token shared by every process through the
+``shared_tokens`` table. Each token read or write is its own short transaction: the send
+itself happens with no transaction open (on SQLite that would hold the write lock).
+
+The template is chosen in the mini-program's admin console (``NOTIFY_WECHAT_TEMPLATE_ID``)
+and must have these keywords, filled as follows::
+
+    thing1   place: community, pile, port     (≤ 20 characters)
+    phrase2  severity: 紧急 / 重要 / 一般        (≤ 5)
+    thing3   what: 烟雾报警, 过流, ...            (≤ 20)
+    time4    when it happened, local time
+    thing5   incident number and a hint       (≤ 20)
+
+A user receives a subscribe message only after accepting it in the mini-program
+(``wx.requestSubscribeMessage``); WeChat answers 43101 otherwise, which is permanent for
+this message (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+from wechatpy.client import WeChatClient
+from wechatpy.client.api import WeChatWxa
+from wechatpy.exceptions import WeChatClientException
+
+from app.integrations.wechat import DatabaseTokenStorage
+from app.notify.base import DeliveryError, Message
+
+PERMANENT_ERRCODES = frozenset({40003, 43101, 47003})  # bad openid, refused, bad data
+
+
+class _ShortTransactionStorage(DatabaseTokenStorage):  # type: ignore[misc]
+    """The shared token storage, committing (or ending) its own transaction each time."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return super().get(key, default)
+        finally:
+            self._session.commit()
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        super().set(key, value, ttl)
+        self._session.commit()
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self._session.commit()
+
+
+def subscribe_data(message: Message) -> dict[str, dict[str, str]]:
+    return {
+        "thing1": {"value": message.short_place(20)},
+        "phrase2": {"value": message.severity_label[:5]},
+        "thing3": {"value": message.kind_label[:20]},
+        "time4": {"value": message.local_time()},
+        "thing5": {"value": f"事件{message.get('incident_id')} 请尽快处理"[:20]},
+    }
+
+
+class WeChatSubscribeChannel:
+    name = "wechat"
+
+    def __init__(self, appid: str, secret: str, template_id: str, api_base_url: str,
+                 session: Session, *, page: str = "", timeout_s: float = 5) -> None:
+        base = api_base_url.rstrip("/") + "/"
+
+        class _Client(WeChatClient):  # type: ignore[misc]
+            API_BASE_URL = base + "cgi-bin/"
+
+            def fetch_access_token(self) -> Any:
+                return self._fetch_access_token(
+                    url=base + "cgi-bin/token",
+                    params={"grant_type": "client_credential", "appid": self.appid,
+                            "secret": self.secret},
+                )
+
+        class _Wxa(WeChatWxa):  # type: ignore[misc]
+            API_BASE_URL = base
+
+        self._client = _Client(appid, secret, session=_ShortTransactionStorage(session),
+                               timeout=timeout_s)
+        self._wxa = _Wxa(self._client)
+        self.template_id = template_id
+        self.page = page or None
+
+    def send(self, recipient: str, message: Message) -> None:
+        page = self.page
+        if page:
+            page = f"{page}{'&' if '?' in page else '?'}incident={message.get('incident_id')}"
+        try:
+            self._wxa.send_subscribe_message(recipient, self.template_id,
+                                             subscribe_data(message), page=page)
+        except WeChatClientException as exc:
+            raise DeliveryError(f"WeChat refused: {exc.errcode} {exc.errmsg}",
+                                permanent=exc.errcode in PERMANENT_ERRCODES) from exc
+        except Exception as exc:  # network: requests errors surface as various types
+            raise DeliveryError(f"WeChat unreachable: {exc.__class__.__name__}") from exc
