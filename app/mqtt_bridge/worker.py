@@ -40,6 +40,7 @@ from app.models.base import utcnow
 from app.services import outbox
 from app.services.telemetry import (
     BatchResult,
+    Outcome,
     PileDirectory,
     Rejected,
     Uplink,
@@ -300,8 +301,8 @@ class BridgeWorker:
                                for u in uplinks):
             self._nudge.set()
 
-    def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected]
-                          ) -> BatchResult | None:
+    def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected],
+                          *, isolate: bool = True) -> BatchResult | None:
         """Keep trying while the database is away; the broker keeps what we have not acked."""
         delay = 0.2
         while not self._stop.is_set():
@@ -314,9 +315,49 @@ class BridgeWorker:
                               delay)
                 time.sleep(delay + random.random() * delay)
                 delay = min(delay * 2, 10)
+            except Exception:
+                if not isolate:
+                    raise
+                # A handler bug or a rule violation in one message: find it by applying the
+                # batch message by message, so the others still land and the worker lives.
+                db.session.rollback()
+                log.exception("bridge %s: a message in the batch failed; isolating it",
+                              self.worker)
+                return self._apply_one_by_one(uplinks, rejected)
             finally:
                 db.session.remove()
         return None
+
+    def _apply_one_by_one(self, uplinks: list[Uplink], rejected: list[Rejected]
+                          ) -> BatchResult | None:
+        outcomes: list[Outcome] = []
+        counters: Counter[str] = Counter()
+        nudge = False
+        for uplink in uplinks:
+            try:
+                one = self._apply_with_retry([uplink], [], isolate=False)
+            except Exception as exc:  # the poison message itself: record it and move on
+                db.session.rollback()
+                db.session.remove()
+                log.exception("uplink %s from %s failed in its handler", uplink.msg_type,
+                              uplink.pile_serial)
+                self.stats.reasons["handler_error"] += 1
+                rejected = [*rejected, Rejected(
+                    f"piles/{uplink.pile_serial}/up/{uplink.msg_type}", uplink.pile_serial,
+                    "handler_error", f"{type(exc).__name__}: {exc}"[:300],
+                    str(dict(uplink.body))[:200])]
+                outcomes.append(Outcome.FAILED)
+                continue
+            if one is None:
+                return None
+            outcomes.extend(one.outcomes)
+            counters.update(one.counters)
+            nudge = nudge or one.nudge
+        rest = self._apply_with_retry([], rejected, isolate=False)
+        if rest is None:
+            return None
+        counters.update(rest.counters)
+        return BatchResult(outcomes, dict(counters), nudge)
 
     # --- outbox -----------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     UNKNOWN_PILE = "unknown_pile"
+    FAILED = "failed"  # its handler raised: recorded as a reject, never retried forever
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,3 +251,30 @@ def test_bad_payloads_are_rejected_counted_and_acked(app: Flask, world: Any) -> 
             RejectedUplink).where(RejectedUplink.pile_serial == "UNKNOWN-PILE-9")) >= 1)
         wait_until(lambda: bridge.stats.reasons["unknown_pile"] >= 1)
         pile.close()
+
+
+def test_a_message_whose_handler_fails_is_isolated_and_the_bridge_lives(
+        app: Flask, world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one handler must not stall or kill the worker: that message is recorded as
+    a reject, the rest of its batch is applied, and later messages keep flowing."""
+    from app.services import telemetry
+
+    def broken(ctx: Any, pile: Any, u: Any) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setitem(telemetry.HANDLERS, "master_meter", [broken])
+    configure_mqtt(app)
+    serial = world.a.pile.serial
+    f = MessageFactory(serial)
+    with running_bridge(app, batch_wait_s=0.5):
+        pile = PileClient(SHARED_BROKER, serial)
+        for msg in (f.heartbeat(port_statuses=["idle", "idle"], uptime_s=1),
+                    f.master_meter(meter_id="X", energy_wh=1, read_at=f.clock()),
+                    f.heartbeat(port_statuses=["idle", "idle"], uptime_s=2)):
+            pile.publish(msg.topic, f.encode(msg))
+        wait_until(lambda: db.session.scalar(select(func.count()).select_from(
+            RejectedUplink).where(RejectedUplink.reason == "handler_error")) == 1)
+        later = f.heartbeat(port_statuses=["idle", "idle"], uptime_s=3)
+        pile.publish(later.topic, f.encode(later))
+        wait_until(lambda: db.session.scalar(select(func.count()).select_from(PileInbox)) == 3)
+        pile.close()
