@@ -322,6 +322,12 @@ def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
         values[attr] = _env_int(environ, name, defaults[attr])
         if values[attr] < 0:
             raise ConfigurationError(f"{name} must not be negative")
+    if values.get("notify_webhook_url") and not values.get("notify_webhook_secret"):
+        raise ConfigurationError("NOTIFY_WEBHOOK_URL needs NOTIFY_WEBHOOK_SECRET (the receiver "
+                                 "must be able to check where alarms come from)")
+    if values.get("notify_sms_url") and not (values.get("notify_sms_secret")
+                                             and values.get("notify_sms_template")):
+        raise ConfigurationError("NOTIFY_SMS_URL needs NOTIFY_SMS_SECRET and NOTIFY_SMS_TEMPLATE")
     for severity in ("critical", "major", "minor"):
         attr = f"escalation_{severity}_minutes"
         values[attr] = _minutes_list(environ, f"ESCALATION_{severity.upper()}_MINUTES",

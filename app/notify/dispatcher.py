@@ -25,6 +25,7 @@ from app.services.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 IDLE_EXIT_S = 30.0
+PAGE = 50
 
 
 class Dispatcher:
@@ -69,11 +70,15 @@ class Dispatcher:
         with self.app.app_context():
             try:
                 settings = self.app.config["SETTINGS"]
-                result = incidents.deliver_due(UnitOfWork(),
-                                               build_channels(settings, db.session))
-                done = sum(result.values())
-                self.sent += result.get("sent", 0)
-                return done
+                done = 0
+                while True:  # everything due now, a page at a time
+                    result = incidents.deliver_due(UnitOfWork(),
+                                                   build_channels(settings, db.session),
+                                                   limit=PAGE)
+                    done += sum(result.values())
+                    self.sent += result.get("sent", 0)
+                    if sum(result.values()) < PAGE:
+                        return done
             except Exception:  # never let the thread die on a database hiccup
                 log.exception("notification dispatch failed")
                 db.session.rollback()

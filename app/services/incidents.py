@@ -52,7 +52,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from app.config import Settings
 from app.domain.access import Actor, check_manage, check_read
@@ -971,7 +971,8 @@ def list_incidents(uow: UnitOfWork, actor: Actor, *, community_id: int | None = 
         stmt = stmt.where(Incident.category == category)
     if before_id is not None:
         stmt = stmt.where(Incident.id < before_id)
-    return list(uow.session.execute(stmt.order_by(Incident.id.desc()).limit(limit)).scalars())
+    return list(uow.session.execute(stmt.options(selectinload(Incident.pile))
+                                    .order_by(Incident.id.desc()).limit(limit)).scalars())
 
 
 def _act(uow: UnitOfWork, actor: Actor, incident_id: int, action: IncidentAction,

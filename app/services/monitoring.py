@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from app.domain.access import Actor
 from app.domain.errors import InvalidInput
@@ -148,7 +149,8 @@ def changed_incidents(uow: UnitOfWork, actor: Actor, since: datetime,
     if community_id is not None:
         stmt = stmt.where(Incident.community_id == community_id)
     return list(uow.session.execute(
-        stmt.order_by(Incident.updated_at, Incident.id).limit(limit)).scalars())
+        stmt.options(selectinload(Incident.pile))
+        .order_by(Incident.updated_at, Incident.id).limit(limit)).scalars())
 
 
 # --------------------------------------------------------------------------- history

@@ -209,3 +209,25 @@ def test_the_dispatcher_sends_after_the_commit_and_never_inside_the_batch(
     wait_until(lambda: all(r.status == "sent" for r in _rows()), timeout=20)
     server.wait_for(lambda r: r.path == "/sms/send")
     server.wait_for(lambda r: r.path == "/cgi-bin/message/subscribe/send")
+
+
+def test_operations_settings_from_the_environment() -> None:
+    from app.config import load_settings
+    from app.domain.errors import ConfigurationError
+
+    s = load_settings(environ={
+        "NOTIFY_WEBHOOK_URL": "https://fire.example/hook", "NOTIFY_WEBHOOK_SECRET": "k",
+        "ESCALATION_CRITICAL_MINUTES": "0,2,4", "ESCALATION_MINOR_MINUTES": "0",
+        "LOSS_THRESHOLD_PER_MILLE": "60", "LOSS_MIN_MASTER_WH": "5000"})
+    assert s.escalation_critical_minutes == (0, 2, 4) and s.escalation_major_minutes == (0, 30,
+                                                                                         120)
+    assert (s.loss_threshold_per_mille, s.loss_min_master_wh) == (60, 5000)
+    assert incidents.configured_channels(s) == frozenset({"webhook"})
+    for bad in ({"NOTIFY_WEBHOOK_URL": "https://fire.example/hook"},
+                {"NOTIFY_SMS_URL": "https://sms.example/send"},
+                {"ESCALATION_MAJOR_MINUTES": "30,0"},
+                {"ESCALATION_CRITICAL_MINUTES": "0,1,2,3"},
+                {"ESCALATION_CRITICAL_MINUTES": "soon"},
+                {"LOSS_MIN_MASTER_WH": "-1"}):
+        with pytest.raises(ConfigurationError):
+            load_settings(environ=bad)
