@@ -1,6 +1,6 @@
 """WeChat Pay API v3 for JSAPI (mini-program) payments, refunds, notifications and bills.
 
-Why ``cryptography`` directly and not ``wechatpayv3`` (2.0.4, installed):
+Why ``cryptography`` directly and not ``wechatpayv3`` (2.0.4, checked and not used):
 
 * The protocol is small and fully specified: SHA256withRSA (PKCS#1 v1.5) over
   ``METHOD\\nPATH?QUERY\\nTS\\nNONCE\\nBODY\\n`` for requests, over ``TS\\nNONCE\\nBODY\\n`` for
