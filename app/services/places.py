@@ -22,6 +22,7 @@ from app.models import (
     PropertyCompany,
 )
 from app.services import access
+from app.services.broker_auth import pile_mqtt_password
 from app.services.context import hash_secret, settings
 from app.services.ledger import open_account
 from app.services.uow import UnitOfWork
@@ -173,7 +174,8 @@ def register_pile(
             building = uow.session.get(Building, building_id)
             if building is None or building.community_id != community_id:
                 raise InvalidInput("the building is not in this community", field="building_id")
-        password = secrets.token_urlsafe(18)
+        # The same password `flask broker write-auth` puts in Mosquitto's password file.
+        password = pile_mqtt_password(serial, settings().secret_key)
         pile = Pile(
             community_id=community_id,
             building_id=building_id,
