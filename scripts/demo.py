@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                       env=web_env)
         sup.run("bridge", [sys.executable, "-m", "flask", "--app", "wsgi", "bridge", "run",
                            "--worker", "1"], env=bridge_env)
+        sup.run("jobs", [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "run"],
+                env={**base, **mqtt_env})
         accounts = INSTANCE / "demo-accounts.txt"
         accounts.write_text("".join(f"{a},{DEMO_PIN}\n" for a in DEMO_ACCOUNTS),
                             encoding="utf-8")
