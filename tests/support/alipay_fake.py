@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from app.payments.alipay import AlipayConfig
+from tests.support.local_http import LocalHTTPFake
 from tests.support.wechatpay_fake import (
     RsaKeyPair,
     cached_keypair,
@@ -149,7 +150,7 @@ class GatewayRequest:
     error: str = ""
 
 
-class FakeAlipayGateway:
+class FakeAlipayGateway(LocalHTTPFake):
     """A local stand-in for openapi.alipay.com/gateway.do (+ a bill download URL).
 
     Checks each request's RSA2 signature with the app public key and that ``timestamp`` is
@@ -169,8 +170,6 @@ class FakeAlipayGateway:
         self.escape_slashes = False
         self.forced_error: tuple[str, str, str] | None = None  # code, sub_code, sub_msg
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def reset(self) -> None:
         """Forget state and faults, so one running gateway can serve many tests."""
@@ -186,36 +185,11 @@ class FakeAlipayGateway:
             self.forced_error = None
 
     @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
     def gateway_url(self) -> str:
         return self.base_url + "/gateway.do"
 
-    def start(self) -> FakeAlipayGateway:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeAlipayGateway:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def mark_paid(self, out_trade_no: str) -> None:
         with self._lock:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.support.local_http import LocalHTTPFake
 
-class FakeWeChat:
+
+class FakeWeChat(LocalHTTPFake):
     def __init__(self, appid: str, secret: str) -> None:
         self.appid, self.secret = appid, secret
         self.codes: dict[str, dict[str, Any]] = {}
@@ -42,29 +43,27 @@ class FakeWeChat:
         return {"errcode": 404, "errmsg": "not found"}
 
 
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parsed = urlparse(self.path)
+                body = json.dumps(fake.answer(parsed.path, parse_qs(parsed.query))).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
 @contextmanager
 def running_fake_wechat(appid: str, secret: str) -> Iterator[FakeWeChat]:
-    fake = FakeWeChat(appid, secret)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parsed = urlparse(self.path)
-            body = json.dumps(fake.answer(parsed.path, parse_qs(parsed.query))).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    with FakeWeChat(appid, secret) as fake:
+        fake.url = fake.base_url + "/"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.payments.wechat_v3 import WeChatPayConfig
+from tests.support.local_http import LocalHTTPFake
 
 # --------------------------------------------------------------------------- keys
 
@@ -336,7 +337,7 @@ def check_authorization(
     return ""
 
 
-class FakeWeChatPayServer:
+class FakeWeChatPayServer(LocalHTTPFake):
     """A local stand-in for api.mch.weixin.qq.com (JSAPI order, query, close, refund, bills).
 
     Every request's Authorization is checked against the merchant public key (401 SIGN_ERROR
@@ -361,8 +362,6 @@ class FakeWeChatPayServer:
         self.forced_error: tuple[int, str, str] | None = None
         self.delay_seconds = 0.0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def reset(self) -> None:
         """Forget state and faults, so one running server can serve many tests."""
@@ -383,33 +382,8 @@ class FakeWeChatPayServer:
 
     # ------------------------------------------------------------- lifecycle
 
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeWeChatPayServer:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeWeChatPayServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # ------------------------------------------------------------- state helpers
 
