@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask
+from flask import Flask, request
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -57,9 +57,17 @@ def token_expiry(payload: dict[str, Any]) -> datetime:
 
 
 def current_actor() -> Actor:
-    """The authenticated caller (decoded per call: cheap, and never stale)."""
-    verify_jwt_in_request()
-    return actor_for(get_current_user())
+    """The authenticated caller, verified once per request.
+
+    Kept on the request (not on ``g``, whose app context may outlive one request)."""
+    cached = request.environ.get(_ACTOR_KEY)
+    if cached is None:
+        verify_jwt_in_request()
+        cached = request.environ[_ACTOR_KEY] = actor_for(get_current_user())
+    return cast(Actor, cached)
+
+
+_ACTOR_KEY = "evc.actor"
 
 
 def requires(*roles: Role) -> Callable[[F], F]:
