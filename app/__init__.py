@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
-    """App factory: one Settings object, extensions, API, CLI."""
+    """App factory: one Settings object, extensions, API, console, CLI."""
     import logging
 
     from flask import Flask
@@ -43,9 +43,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from app.api.errors import register_error_handlers
     from app.api.security import init_jwt
     from app.cli import register_cli
+    from app.console import register_console
 
     init_jwt(app)
     register_api(app)
+    register_console(app)
     register_error_handlers(app)
     register_cli(app)
 
