@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask import Flask
 
+from app.services.broker_auth import pile_mqtt_password
 from tests.e2e.conftest import Site
 from tests.e2e.helpers import port_status
 from tests.factories import PASSWORD
@@ -217,3 +218,48 @@ def test_the_report_chart_shows_the_days_coin_revenue(console: Console, site: Si
     assert len(labels) == 14 and labels[-1] == today
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", label) for label in labels)
     console.shot("reports")
+
+
+def test_an_operator_registers_a_pile_sees_its_password_once_and_its_qr_labels(
+        app: Flask, console: Console, site: Site) -> None:
+    expect = _expect()
+    console.log_in("op_a")
+    console.go(f"community/{site.community_id}")
+    serial = f"CB{os.getpid() % 10000:04d}"
+    form = console.page.locator("#register-pile-form")
+    form.locator("input[name=serial]").fill(serial)
+    form.locator("input[name=port_count]").fill("2")
+    form.locator("button[type=submit]").click()
+    password = console.page.locator("#mqtt-password")
+    expect(password).not_to_be_empty()
+    secret = password.inner_text()
+    assert len(secret) >= 16
+    # the one the broker's password file gets
+    assert secret == pile_mqtt_password(serial, app.config["SECRET_KEY"])
+    console.page.locator("#mqtt-secret").locator("xpath=..").locator("a").click()
+    labels = console.page.locator("#qr-labels img")
+    expect(labels).to_have_count(2)
+    # the label images are real QR codes fetched with the operator's token
+    expect(labels.first).to_have_js_property("complete", True)
+    assert labels.first.evaluate("img => img.naturalWidth") > 50
+    assert secret not in console.page.content()  # shown once: not on the pile's own page
+    console.shot("pile")
+
+
+def test_a_cash_top_up_at_the_office_shows_in_the_balance_and_history(
+        console: Console, site: Site) -> None:
+    expect = _expect()
+    console.log_in("op_a")
+    console.go(f"account/{site.account_id}")
+    available = console.page.locator("#balance-available")
+    expect(available).to_have_text("¥50.00")  # build_world's opening balance
+    form = console.page.locator("#topup-form")
+    form.locator("input[name=amount_fen]").fill("12.50")
+    form.locator("button[type=submit]").click()
+    expect(available).to_have_text("¥62.50")
+    expect(console.page.locator("#transactions")).to_contain_text("¥12.50")
+    form.locator("input[name=amount_fen]").fill("12.505")  # not an amount in fen
+    form.locator("button[type=submit]").click()
+    expect(console.page.locator("#toast.error")).to_contain_text("yuan")
+    expect(available).to_have_text("¥62.50")
+    console.shot("account")
