@@ -11,7 +11,8 @@ from app.api.schemas import PHONE, PIN, Blueprint, Fen, Id, Name, StrictSchema
 from app.api.security import BEARER, MANAGERS, current_actor, requires
 from app.domain.access import Role
 from app.models import ChargingAccount, ICCard, LedgerTransaction
-from app.services import accounts, wallet
+from app.models.people import SUBSCRIPTION_KINDS
+from app.services import accounts, subscriptions, wallet
 from app.services.ledger import Balance, balance_of
 from app.services.uow import UnitOfWork
 
@@ -91,6 +92,30 @@ class CardArgs(StrictSchema):
 
 class CardPatch(StrictSchema):
     status = fields.String(required=True, validate=validate.OneOf(["active", "blocked"]))
+
+
+class SubscriptionResultArgs(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(SUBSCRIPTION_KINDS))
+    template_id = fields.String(required=True,
+                                validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    result = fields.String(required=True, validate=validate.OneOf(
+        ["accept", "reject", "ban", "filter"]), metadata={
+        "description": "what wx.requestSubscribeMessage answered for this template"})
+
+
+class SubscriptionArgs(StrictSchema):
+    subscriptions = fields.List(fields.Nested(SubscriptionResultArgs), required=True,
+                                validate=validate.Length(min=1, max=10))
+
+
+class AvailableSubscriptionSchema(Schema):
+    template_id = fields.String()
+    kind = fields.String()
+    available = fields.Integer(metadata={"description": "messages the server may still send"})
+
+
+class SubscriptionsSchema(Schema):
+    subscriptions = fields.List(fields.Nested(AvailableSubscriptionSchema))
 
 
 class CashTopupArgs(StrictSchema):
@@ -276,3 +301,23 @@ def bind(args: dict[str, Any]) -> ChargingAccount:
 @requires(Role.RESIDENT, Role.VISITOR)
 def unbind(account_id: int) -> None:
     accounts.unbind_account(UnitOfWork(), current_actor(), account_id)
+
+
+@blp.route("/me/subscriptions")
+class MySubscriptions(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, SubscriptionsSchema)
+    @requires(Role.RESIDENT, Role.VISITOR)
+    def get(self) -> dict[str, Any]:
+        """The WeChat subscribe messages I accepted and that are not used up yet."""
+        return {"subscriptions": subscriptions.available(UnitOfWork(), current_actor())}
+
+    @blp.doc(security=BEARER)
+    @blp.arguments(SubscriptionArgs)
+    @blp.response(200, SubscriptionsSchema)
+    @requires(Role.RESIDENT, Role.VISITOR)
+    def post(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Record what wx.requestSubscribeMessage answered: each ``accept`` lets the server
+        send that template to me once (alarms on my charge today)."""
+        return {"subscriptions": subscriptions.record(UnitOfWork(), current_actor(),
+                                                      args["subscriptions"])}

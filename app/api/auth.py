@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from app.api.schemas import PHONE, Blueprint, MessageSchema, Name, StrictSchema
 from app.api.security import BEARER, current_actor, issue_tokens, requires, token_expiry
+from app.domain.access import Role
 from app.domain.errors import AuthenticationFailed
 from app.models import User
 from app.services import users
@@ -45,6 +46,8 @@ class UserSchema(Schema):
     username = fields.String(allow_none=True)
     display_name = fields.String()
     phone = fields.String(allow_none=True)
+    phone_verified_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when WeChat vouched for the phone; null if it was typed"})
     power_company_id = fields.Integer(allow_none=True)
     property_company_id = fields.Integer(allow_none=True)
     is_active = fields.Boolean()
@@ -53,6 +56,11 @@ class UserSchema(Schema):
 class ProfileArgs(StrictSchema):
     display_name = Name(50)
     phone = fields.String(validate=PHONE)
+
+
+class PhoneCodeArgs(StrictSchema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=128), metadata={
+        "description": "from a button with open-type=\"getPhoneNumber\" (e.detail.code)"})
 
 
 class PasswordArgs(StrictSchema):
@@ -130,6 +138,17 @@ class Me(MethodView):
     def patch(self, args: dict[str, Any]) -> User:
         """Change my display name or phone."""
         return users.update_profile(UnitOfWork(), current_actor(), **args)
+
+
+@blp.route("/me/phone", methods=["POST"])
+@blp.doc(security=BEARER)
+@blp.arguments(PhoneCodeArgs)
+@blp.response(200, UserSchema)
+@requires(Role.RESIDENT, Role.VISITOR)
+def bind_phone(args: dict[str, Any]) -> User:
+    """Bind my phone number as WeChat knows it: the server trades the getPhoneNumber code
+    at WeChat (getuserphonenumber); mainland mobiles only."""
+    return users.bind_wechat_phone(UnitOfWork(), current_actor(), args["code"])
 
 
 @blp.route("/me/password", methods=["POST"])

@@ -31,6 +31,7 @@ DOMAIN_STATUS: list[tuple[type[domain.DomainError], int]] = [
     (domain.PermissionDenied, 403),
     (domain.AccountLocked, 423),
     (domain.ConfigurationError, 503),
+    (domain.UpstreamUnavailable, 503),
 ]
 
 

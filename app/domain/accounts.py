@@ -23,6 +23,15 @@ def validate_phone(value: str) -> str:
     return value
 
 
+def mainland_mobile(country_code: str, pure_number: str) -> str:
+    """The number WeChat's getPhoneNumber vouched for, as stored: mainland mobiles only
+    (the phone column and the pile keypads know 11-digit numbers and nothing else)."""
+    if country_code != "86":
+        raise InvalidInput("only mainland China mobile numbers (+86) can be bound",
+                           field="code")
+    return validate_phone(pure_number)
+
+
 def validate_pin(pin: str) -> str:
     """The keypad PIN: six digits, not trivially guessable."""
     if not PIN_RE.fullmatch(pin or ""):

@@ -55,6 +55,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class UpstreamUnavailable(DomainError):
+    """A service the platform depends on (e.g. WeChat's API) did not answer usefully."""
+
+    code = "upstream_unavailable"
+
+
 class AccountLocked(DomainError):
     """Too many wrong passwords; the account is locked for a while."""
 

@@ -1,5 +1,9 @@
 """The WeChat mini-program's server API through wechatpy.
 
+Log-in (code2Session) and the user's phone number (``getuserphonenumber``: wechatpy 1.8
+has no method for it, so it is posted through the same client, which adds the shared
+access_token and retries once with a new one if WeChat says it expired).
+
 Two things wechatpy does not do for a multi-worker deployment, done here:
 the API base URL is configurable (tests point it at a local server that answers
 as WeChat does), and the access_token is kept in the database, shared by all
@@ -19,7 +23,12 @@ from wechatpy.client.api import WeChatWxa
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
-from app.domain.errors import AuthenticationFailed, ConfigurationError
+from app.domain.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    InvalidInput,
+    UpstreamUnavailable,
+)
 from app.models import SharedToken
 from app.models.base import utcnow
 
@@ -59,6 +68,24 @@ class WeChatSession:
     session_key: str
 
 
+# system busy, API call limits: worth trying again later
+TRANSIENT_ERRCODES = frozenset({-1, 45009, 45011})
+# our appid/secret/server are not accepted (e.g. fetching the access_token): not the code
+CREDENTIAL_ERRCODES = frozenset({40013, 40125, 40164, 41002, 41004})
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    """``phone_info`` of getuserphonenumber: the number WeChat vouches for, and the
+    watermark saying for which mini-program (appid) and when it was handed out."""
+
+    phone_number: str  # with the country code for foreign numbers: "+1 202…"
+    pure_phone_number: str  # without it
+    country_code: str
+    watermark_appid: str
+    watermark_timestamp: int
+
+
 class MiniProgramClient:
     def __init__(self, appid: str, secret: str, api_base_url: str, session: Session) -> None:
         if not appid or not secret:
@@ -94,3 +121,32 @@ class MiniProgramClient:
         if not openid:
             raise AuthenticationFailed("WeChat returned no openid")
         return WeChatSession(openid, data.get("unionid"), data.get("session_key", ""))
+
+    def phone_number(self, code: str) -> PhoneNumber:
+        """Trade a ``getPhoneNumber`` button's code for the user's number (one use, 5 min)."""
+        try:
+            data = self._wxa._post("wxa/business/getuserphonenumber", data={"code": code})
+        except WeChatClientException as exc:
+            if exc.errcode is None or exc.errcode in TRANSIENT_ERRCODES:
+                raise UpstreamUnavailable("WeChat could not be reached; try again") from exc
+            if exc.errcode in CREDENTIAL_ERRCODES:
+                raise ConfigurationError("WeChat refused the mini-program's credentials",
+                                         errcode=exc.errcode) from exc
+            raise InvalidInput("WeChat rejected the phone number code", field="code",
+                               errcode=exc.errcode) from exc
+        except Exception as exc:  # network failure
+            raise UpstreamUnavailable("WeChat could not be reached; try again") from exc
+        info = data.get("phone_info") if isinstance(data, dict) else None
+        watermark = info.get("watermark") if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(watermark, dict):
+            raise UpstreamUnavailable("WeChat returned no phone number")
+        try:
+            return PhoneNumber(
+                phone_number=str(info.get("phoneNumber") or ""),
+                pure_phone_number=str(info.get("purePhoneNumber") or ""),
+                country_code=str(info.get("countryCode") or ""),
+                watermark_appid=str(watermark.get("appid") or ""),
+                watermark_timestamp=int(watermark.get("timestamp") or 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise UpstreamUnavailable("WeChat returned a malformed phone number") from exc

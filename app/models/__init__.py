@@ -19,6 +19,7 @@ from app.models.people import (
     RevokedToken,
     SharedToken,
     User,
+    WeChatSubscription,
 )
 from app.models.piles import Pile, Port
 from app.models.tariffs import TariffVersion
@@ -69,4 +70,5 @@ __all__ = [
     "SharedToken",
     "TariffVersion",
     "User",
+    "WeChatSubscription",
 ]

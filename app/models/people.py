@@ -33,6 +33,8 @@ class User(IdMixin, CreatedMixin, db.Model):
     role: Mapped[str] = mapped_column(String(20))
     username: Mapped[str | None] = mapped_column(String(50), unique=True)
     phone: Mapped[str | None] = mapped_column(String(11), unique=True)
+    # Set when WeChat vouched for ``phone`` (getPhoneNumber); a typed number leaves it None.
+    phone_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     openid: Mapped[str | None] = mapped_column(String(64), unique=True)
     unionid: Mapped[str | None] = mapped_column(String(64), index=True)
     display_name: Mapped[str] = mapped_column(String(50), default="")
@@ -54,6 +56,28 @@ class User(IdMixin, CreatedMixin, db.Model):
             "role != 'power_company' OR power_company_id IS NOT NULL",
             name="power_user_has_company",
         ),
+    )
+
+
+SUBSCRIPTION_KINDS = ("charge_finished", "alarm")
+
+
+class WeChatSubscription(IdMixin, CreatedMixin, db.Model):
+    """One accepted WeChat subscribe message (订阅消息): a mini-program user tapped *allow*
+    for ``template_id`` in ``wx.requestSubscribeMessage``, which lets the server send that
+    template to them ONCE. Used up (``used_at``) by the notification that spends it."""
+
+    __tablename__ = "wechat_subscriptions"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    template_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    used_for: Mapped[str | None] = mapped_column(String(100))  # e.g. "incident:12"
+    __table_args__ = (
+        CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in SUBSCRIPTION_KINDS) + ")",
+                        name="kind"),
+        CheckConstraint("used_at IS NOT NULL OR used_for IS NULL", name="used"),
+        Index("ix_wechat_subscriptions_user_template", "user_id", "template_id", "used_at"),
     )
 
 

@@ -90,8 +90,8 @@ class WeChatSubscribeChannel:
         self.page = page or None
 
     def send(self, recipient: str, message: Message) -> None:
-        page = self.page
-        if page:
+        page = message.get("page") or self.page  # a charging user's: their receipt
+        if page and not message.get("page"):
             page = f"{page}{'&' if '?' in page else '?'}incident={message.get('incident_id')}"
         try:
             self._wxa.send_subscribe_message(recipient, self.template_id,

@@ -37,7 +37,9 @@ the incident. Audiences: 1) the community's property operators, 2) the property 
 contact phone, 3) the power company's users; each person by WeChat (openid) and SMS
 (phone) when those channels are configured, and every level to the webhook. A severity
 raised by folding notifies the levels already reached again, then applies the faster
-ladder. An acknowledgement stops escalation.
+ladder. An acknowledgement stops escalation. With level 1 of a new incident, the resident
+whose charge it concerns gets the WeChat message too, if they accepted that template in
+the mini-program (``app.services.subscriptions``: one accept, one message).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ from app.models import (
 )
 from app.models.base import UTCDateTime, utcnow
 from app.models.operations import LOSS_KIND
-from app.services import access, charging, context
+from app.services import access, charging, context, subscriptions
 from app.services.telemetry import (
     BATCH_HOOKS,
     BatchContext,
@@ -365,23 +367,57 @@ def notification_payload(session: Session, incident: Incident, level: int, reaso
     }
 
 
+CHARGER_AUDIENCE = "charging_user"
+
+
+def _subscribed_charger(session: Session, incident: Incident, level: int, reason: str,
+                        settings: Settings, now: datetime) -> tuple[str, str, int] | None:
+    """The resident whose charge a newly opened incident concerns, by WeChat, when they
+    accepted the alarm template (``NOTIFY_WECHAT_TEMPLATE_ID``) in the mini-program: one
+    accept is spent here, in the transaction that queues the message. Once per incident."""
+    if level != 1 or reason != "opened" or incident.session_id is None:
+        return None
+    if "wechat" not in configured_channels(settings):
+        return None
+    charge = session.get(ChargingSession, incident.session_id)
+    user = session.get(User, charge.user_id) if charge and charge.user_id else None
+    if (user is None or not user.openid or not user.is_active
+            or user.role not in ("resident", "visitor")):
+        return None
+    if not subscriptions.claim(session, user.id, settings.notify_wechat_template_id,
+                               f"incident:{incident.id}", now):
+        return None
+    return ("wechat", user.openid, user.id)
+
+
+def _charger_payload(payload: dict[str, Any], incident: Incident) -> dict[str, Any]:
+    """What the charging user's message carries: the page opens their receipt."""
+    page = (f"pages/receipt/receipt?session_id={incident.session_ref}"
+            if incident.session_ref else "")
+    return {**payload, "audience": CHARGER_AUDIENCE, "page": page}
+
+
 def _queue(session: Session, incident: Incident, level: int, reason: str, now: datetime,
            settings: Settings) -> int:
     if not configured_channels(settings):
         return 0  # no channel configured at all (development): nothing to queue
     targets = recipients(session, incident, level, settings)
-    if not targets:
+    charger = _subscribed_charger(session, incident, level, reason, settings, now)
+    if not targets and charger is None:
         log.warning("incident %s: nobody to notify at level %d (no contact for the "
                     "configured channels)", incident.id, level)
         return 0
     payload = notification_payload(session, incident, level, reason)
+    addressed = [(channel, address, user_id, payload) for channel, address, user_id in targets]
+    if charger is not None:
+        addressed.append((*charger, _charger_payload(payload, incident)))
     rows = []
-    for channel, address, user_id in targets:
+    for channel, address, user_id, row_payload in addressed:
         digest = hashlib.sha256(address.encode()).hexdigest()[:24]
         rows.append({
-            "incident_id": incident.id, "level": level, "audience": AUDIENCES[level].value,
+            "incident_id": incident.id, "level": level, "audience": row_payload["audience"],
             "reason": reason, "channel": channel, "recipient": address[:200],
-            "user_id": user_id, "payload": payload, "status": "pending", "attempts": 0,
+            "user_id": user_id, "payload": row_payload, "status": "pending", "attempts": 0,
             "next_attempt_at": now, "created_at": now,
             "dedup_key": f"{incident.id}:{level}:{reason}:{incident.severity}:{channel}:{digest}",
         })

@@ -6,11 +6,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.domain.access import Actor, Role, Scope, check_manage, require_role
 from app.domain.errors import Conflict, InvalidInput, NotFound
+from app.domain.geo import Point, check_point, nearest
 from app.domain.ledger import AccountKind
 from app.models import (
     AuditEntry,
@@ -20,11 +21,14 @@ from app.models import (
     Port,
     PowerCompany,
     PropertyCompany,
+    TariffVersion,
 )
+from app.models.base import utcnow
 from app.services import access
 from app.services.broker_auth import pile_mqtt_password
 from app.services.context import hash_secret, settings
 from app.services.ledger import open_account
+from app.services.tariffs import tariff_in_force
 from app.services.uow import UnitOfWork
 
 # Crockford-style alphabet without look-alikes, for codes printed under QR codes.
@@ -218,3 +222,81 @@ def port_by_code(uow: UnitOfWork, code: str) -> Port:
     if port is None or not port.pile.enabled:
         raise NotFound("no such port")
     return port
+
+
+@dataclass(frozen=True)
+class PublicPort:
+    port: Port
+    tariff: TariffVersion | None  # in force now for the port's community
+
+
+def public_port(uow: UnitOfWork, code: str) -> PublicPort:
+    """What scanning a QR code shows: the port, and the tariff in force (public prices)."""
+    port = port_by_code(uow, code)
+    try:
+        tariff: TariffVersion | None = tariff_in_force(uow.session, port.pile.community_id,
+                                                       utcnow())
+    except Conflict:  # no tariff set yet: the port cannot start either, but may be shown
+        tariff = None
+    return PublicPort(port, tariff)
+
+
+@dataclass(frozen=True)
+class NearbyCommunity:
+    id: int
+    name: str
+    address: str
+    lat: float
+    lng: float
+    distance_m: int
+    pile_count: int  # enabled piles
+    piles_online: int
+    port_count: int  # ports of enabled piles
+    free_ports: int  # idle ports of online enabled piles: where a bike can charge now
+
+
+def nearby_communities(uow: UnitOfWork, lat: float, lng: float, limit: int = 10
+                       ) -> list[NearbyCommunity]:
+    """The ``limit`` communities nearest to (lat, lng), nearest first, with how many piles
+    are online and ports free. Public: what the mini-program's home page lists before
+    anyone logs in. Communities without coordinates are left out.
+
+    Distances are computed in Python over every located community's coordinates (one
+    narrow query; fine for thousands of communities), then the figures are counted for
+    the chosen few only."""
+    here = check_point(lat, lng)
+    session = uow.session
+    located = session.execute(
+        select(Community.id, Community.lat, Community.lng)
+        .where(Community.lat.is_not(None), Community.lng.is_not(None))
+        .order_by(Community.id)).all()
+    chosen = nearest(here, ((cid, Point(clat, clng)) for cid, clat, clng in located), limit)
+    if not chosen:
+        return []
+    ids = [cid for cid, _ in chosen]
+    communities = {c.id: c for c in session.execute(
+        select(Community).where(Community.id.in_(ids))).scalars()}
+    online = Pile.online.is_(True)
+    piles = {cid: (n, up) for cid, n, up in session.execute(
+        select(Pile.community_id, func.count(), func.coalesce(func.sum(case((online, 1),
+                                                                            else_=0)), 0))
+        .where(Pile.community_id.in_(ids), Pile.enabled.is_(True))
+        .group_by(Pile.community_id))}
+    free = (Port.status == "idle") & online
+    ports = {cid: (n, idle) for cid, n, idle in session.execute(
+        select(Pile.community_id, func.count(Port.id),
+               func.coalesce(func.sum(case((free, 1), else_=0)), 0))
+        .join(Pile, Port.pile_id == Pile.id)
+        .where(Pile.community_id.in_(ids), Pile.enabled.is_(True))
+        .group_by(Pile.community_id))}
+    out = []
+    for cid, distance in chosen:
+        c = communities[cid]
+        assert c.lat is not None and c.lng is not None
+        pile_count, piles_online = piles.get(cid, (0, 0))
+        port_count, free_ports = ports.get(cid, (0, 0))
+        out.append(NearbyCommunity(
+            id=c.id, name=c.name, address=c.address or "", lat=c.lat, lng=c.lng,
+            distance_m=distance, pile_count=int(pile_count), piles_online=int(piles_online),
+            port_count=int(port_count), free_ports=int(free_ports)))
+    return out

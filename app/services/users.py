@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from app.domain.access import Actor, Role, Scope, check_manage, require_role
-from app.domain.accounts import validate_password, validate_phone
+from app.domain.accounts import mainland_mobile, validate_password, validate_phone
 from app.domain.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from app.integrations.wechat import MiniProgramClient
 from app.models import PowerCompany, PropertyCompany, RevokedToken, User
@@ -135,8 +135,52 @@ def update_profile(uow: UnitOfWork, actor: Actor, *, display_name: str | None = 
             raise NotFound("no such user")
         if display_name is not None:
             user.display_name = display_name
-        if phone is not None:
-            user.phone = validate_phone(phone)
+        if phone is not None and validate_phone(phone) != user.phone:
+            user.phone, user.phone_verified_at = phone, None  # typed: not vouched for
+        try:
+            uow.commit()
+        except IntegrityError as exc:
+            uow.rollback()
+            raise Conflict("this phone number belongs to another user") from exc
+        return user
+
+
+RESIDENT_ROLES = (Role.RESIDENT.value, Role.VISITOR.value)
+
+
+def bind_wechat_phone(uow: UnitOfWork, actor: Actor, code: str) -> User:
+    """A ``getPhoneNumber`` button's code → the user's phone, verified by WeChat.
+
+    The number must have been issued for our mini-program (the watermark's appid) and be a
+    mainland mobile. A verified number wins over the same number merely *typed* by another
+    resident (who may have mistyped, or squatted it): theirs is cleared. A number verified
+    for, or given to, anyone else stays theirs (409)."""
+    s = settings()
+    with uow:
+        user = uow.session.get(User, actor.user_id)
+        if user is None:
+            raise NotFound("no such user")
+        if not user.openid:
+            raise InvalidInput("log in with WeChat first")
+        client = MiniProgramClient(s.wechat_appid, s.wechat_secret, s.wechat_api_base_url,
+                                   uow.session)
+        info = client.phone_number(code)
+        uow.commit()  # keep the access_token the call may have fetched
+        if info.watermark_appid != s.wechat_appid:
+            raise InvalidInput("the phone number was issued for another mini-program",
+                               field="code")
+        phone = mainland_mobile(info.country_code, info.pure_phone_number)
+        user = uow.session.get(User, actor.user_id)
+        assert user is not None
+        holder = uow.session.execute(
+            select(User).where(User.phone == phone, User.id != user.id)
+        ).scalar_one_or_none()
+        if holder is not None:
+            if holder.role not in RESIDENT_ROLES or holder.phone_verified_at is not None:
+                raise Conflict("this phone number belongs to another user")
+            holder.phone = None
+            uow.session.flush()
+        user.phone, user.phone_verified_at = phone, utcnow()
         try:
             uow.commit()
         except IntegrityError as exc:

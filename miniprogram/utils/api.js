@@ -10,8 +10,9 @@
  *
  * ENDPOINTS is the table of every call: method, path, what it sends, and which response
  * fields the pages read. tests/contract checks it against the server's OpenAPI spec.
- * An entry with `pending` is an endpoint the server does not have yet: the note says who
- * is adding it, and the page degrades ("此功能暂未开放") until it exists.
+ * An entry with `pending` is an endpoint the server does not have yet (none today): the
+ * note says who is adding it, and the page degrades ("此功能暂未开放") until it exists;
+ * `pendingReads` are response fields still to come. The contract test lists both as todos.
  */
 const config = require('./config')
 const errors = require('./errors')
@@ -44,20 +45,19 @@ const ENDPOINTS = {
   updateMe: { method: 'PATCH', path: '/auth/me', sends: ['display_name', 'phone'],
     reads: ['id', 'display_name', 'phone'] },
   bindPhone: { method: 'POST', path: '/auth/me/phone', sends: ['code'],
-    reads: ['id', 'phone'],
-    pending: 'auth: trade the getPhoneNumber code for the number (phonenumber.getPhoneNumber)' },
+    reads: ['id', 'phone'] },
   subscribe: { method: 'POST', path: '/me/subscriptions', sends: ['subscriptions'],
-    reads: [], pending: 'notifications: remember accepted subscribe-message templates' },
+    reads: [] },
 
   // --- what a QR code / the map shows --------------------------------------------------
   publicPort: { method: 'GET', path: '/public/ports/{code}', auth: false,
     reads: ['port_id', 'public_code', 'number', 'status', 'pile_serial', 'pile_online',
-      'community_id', 'community_name', 'building_name'],
-    pendingReads: ['tariff.version', 'tariff.effective_from', 'tariff.rules'] },
+      'community_id', 'community_name', 'building_name', 'tariff.version',
+      'tariff.effective_from', 'tariff.rules'] },
   nearby: { method: 'GET', path: '/public/communities', auth: false,
     query: ['lat', 'lng', 'limit'],
-    reads: ['id', 'name', 'address', 'lat', 'lng', 'pile_count', 'port_count', 'free_ports'],
-    pending: 'places: communities near a point with free-port counts (public)' },
+    reads: ['id', 'name', 'address', 'lat', 'lng', 'distance_m', 'pile_count', 'port_count',
+      'free_ports'] },
 
   // --- accounts, wallet ----------------------------------------------------------------
   accounts: { method: 'GET', path: '/charging-accounts', query: ['community_id'],

@@ -23,6 +23,7 @@ const CODE_TEXT = {
   account_locked: '密码错误次数过多，已临时锁定，请稍后再试',
   configuration_error: '服务暂不可用，请稍后再试',
   provider_unavailable: '支付服务暂时无响应，请稍后再试',
+  upstream_unavailable: '服务暂时无响应，请稍后再试',
   provider_rejected: '支付平台拒绝了此订单，请稍后再试',
   method_not_allowed: '当前版本不支持此操作，请更新小程序',
   too_many_requests: '操作太频繁，请稍后再试',
@@ -52,6 +53,9 @@ function reasonText(reason) {
   if (!reason) return ''
   if (REASON_TEXT[reason]) return REASON_TEXT[reason]
   if (String(reason).startsWith('nack:')) return REASON_TEXT['nack:unknown']
+  // a visitor's paid session that could not start: the server refunds the whole payment
+  const paid = /^paid_but_(.+)$/.exec(String(reason))
+  if (paid) return `${reasonText(paid[1]) || '充电桩未能启动'}；已支付的金额将原路退回`
   return ''
 }
 

@@ -1,8 +1,9 @@
 /**
  * Subscribe messages (订阅消息): charge finished, and alarms for the resident's charges.
  * wx.requestSubscribeMessage must run inside a tap handler; each accept lets the server
- * send ONE message, so the page asks again before each charge. What was accepted is told
- * to the server (POST /me/subscriptions, pending) so it knows whom it may notify.
+ * send ONE message, so the page asks again before each charge. The answers are told to
+ * the server (POST /me/subscriptions): it stores one "credit" per accept and spends one per
+ * message it sends (today: an alarm on the user's charge, with the alarm template).
  */
 const config = require('./config')
 const api = require('./api')

@@ -34,7 +34,15 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from app.extensions import db
-from app.models import Incident, LedgerTransaction, PaymentOrder, Port
+from app.models import (
+    Community,
+    Incident,
+    LedgerTransaction,
+    PaymentOrder,
+    Port,
+    User,
+    WeChatSubscription,
+)
 from app.services.places import port_qr_payload
 from tests.e2e.conftest import Site
 from tests.e2e.helpers import balance, pile_online, port_status, session_row, snapshot
@@ -51,6 +59,7 @@ MINIPROGRAM = Path(__file__).resolve().parents[2] / "miniprogram"
 FLOW = MINIPROGRAM / "tests" / "flow" / "flow.js"
 OPENID = "openid-miniprogram-flow"
 LOGIN_CODES = ("mp-flow-code-1", "mp-flow-code-2", "mp-flow-code-3")
+PHONE_CODE, PHONE = "mp-flow-phone-code", "13812340000"
 TOPUP_FEN = 2000
 LIMIT_FEN = 2000
 FLOW_TIMEOUT_S = 150
@@ -161,6 +170,7 @@ def wechat_login(app: Flask, site: Site, tmp_path: Path) -> Iterator[FakeWeChat]
         app.config["SETTINGS"] = dataclasses.replace(s, wechat_api_base_url=fake.url)
         for code in LOGIN_CODES:
             fake.issue_code(code, OPENID)
+        fake.issue_phone_code(PHONE_CODE, PHONE)
         db.session.rollback()
         yield fake
 
@@ -176,6 +186,11 @@ def test_resident_scans_charges_and_gets_a_receipt_operator_handles_an_alarm(
     site.pile.plug(1)
     wait_until(lambda: port_status(site.pile_id, 1) == "plugged")
     start_balance = balance(site.account_id).available_fen
+    # the community 0.001° north of where the phone is (flow.js: 31.2304, 121.4737)
+    community = db.session.get(Community, site.community_id)
+    assert community is not None
+    community.lat, community.lng = 31.2314, 121.4737
+    db.session.commit()
 
     with serving(app) as base:
         app.config["SETTINGS"] = dataclasses.replace(app.config["SETTINGS"],
@@ -196,6 +211,7 @@ def test_resident_scans_charges_and_gets_a_receipt_operator_handles_an_alarm(
             "EVC_STAFF_USER": "op_a",
             "EVC_STAFF_PASSWORD": PASSWORD,
             "EVC_FLOW_TIMEOUT_S": str(FLOW_TIMEOUT_S),
+            "EVC_PHONE_CODE": PHONE_CODE,
         }
         flow = Flow(node, env)
         deadline = time.monotonic() + FLOW_TIMEOUT_S + 30
@@ -242,11 +258,17 @@ def test_resident_scans_charges_and_gets_a_receipt_operator_handles_an_alarm(
     assert flow.proc.returncode == 0, stderr[-3000:]
     resident, operator = final["resident"], final["operator"]
 
-    # logged in through WeChat as a resident; the sticker led to the right port
+    # logged in through WeChat as a resident; home listed the community near the phone
+    # (the other tenant's has no coordinates); the sticker led to the right port
     assert resident["user"]["role"] == "resident"
+    home = resident["home"]
+    assert home["error"] == "" and home["locationNote"] == ""
+    assert [(p["name"], p["distance"], p["total"]) for p in home["places"]] == [
+        ("Community A", "111 米", 2)]
     assert resident["port"]["pile"] == site.serial and resident["port"]["number"] == 1
     assert resident["port"]["statusText"] == "已插枪"
     assert resident["port"]["startable"] is True
+    assert resident["port"]["tariffHeadline"] == "1.00 元/度"  # the tariff in force
     assert resident["accountOnPort"].endswith("（余额 50.00 元）")
 
     # the top-up: paid once through the signed notification, shown in the wallet
@@ -278,6 +300,15 @@ def test_resident_scans_charges_and_gets_a_receipt_operator_handles_an_alarm(
     assert f"充电消费 -{_fen_text(row.cost_fen)}" in resident["statement"]
     assert f"充值 +{_fen_text(TOPUP_FEN)}" in resident["statement"]
     assert resident["subscribed"] == 1  # asked for charge-finished and alarm messages
+    user = snapshot(db.session.execute(select(User).where(User.openid == OPENID)).scalar_one())
+    accepted = db.session.execute(select(WeChatSubscription.template_id).where(
+        WeChatSubscription.user_id == user.id).order_by(WeChatSubscription.template_id)
+    ).scalars().all()
+    assert accepted == ["TMPL-alarm", "TMPL-charge-finished"]  # one accept each, stored
+    db.session.rollback()
+    # the phone from WeChat's getPhoneNumber button: verified, shown masked
+    assert resident["me"] == {"phone": "138****0000", "toast": "手机号已绑定"}
+    assert user.phone == PHONE and user.phone_verified_at is not None
 
     # the operator: today's figures, the piles, a cash top-up, the tariff, the alarm
     assert operator["role"] == "property_operator"
@@ -296,6 +327,7 @@ def test_resident_scans_charges_and_gets_a_receipt_operator_handles_an_alarm(
 
     # every call the mini-program made is in the live server's OpenAPI document
     assert final["contract"]["errors"] == []
+    assert final["contract"]["pending"] == []  # nothing the mini-program waits for
     assert final["requests"]["failed"] == []
     db.session.rollback()
     assert_ledger_invariants(db.session)

@@ -2,7 +2,8 @@
  * Home: scan a port's QR code; the nearest communities with free ports (distance from
  * wx.getLocation, haversine in utils/geo.js; tap to navigate with wx.openLocation); a
  * banner for a charge in progress.
- * API: GET /public/communities?lat&lng (pending), GET /charging-sessions?status=active.
+ * API: GET /public/communities?lat&lng (needs the location: without it there is no list,
+ * only the scan button), GET /charging-sessions?status=active.
  */
 const api = require('../../utils/api')
 const fmt = require('../../utils/format')
@@ -16,7 +17,6 @@ Component({
     loading: false,
     places: [],
     locationNote: '',
-    nearbyNote: '',
     active: null,
     error: '',
   },
@@ -47,10 +47,14 @@ Component({
         here = { lat: loc.latitude, lng: loc.longitude }
         this.setData({ locationNote: '' })
       } catch (e) {
-        this.setData({ locationNote: '未获得位置授权，附近充电站不按距离排序' })
+        // the server lists communities near a point only: no location, no list
+        this.setData({ loading: false, places: [],
+          locationNote: '未获得位置授权，无法查找附近充电站，请直接扫描插座上的二维码' })
+        return
       }
       try {
-        const list = here ? await api.nearby(here.lat, here.lng) : await api.nearby()
+        const list = await api.nearby(here.lat, here.lng)
+        // the server sends them nearest first with distance_m; sorted here again all the same
         const places = geo.byDistance(list, here).map((c) => ({
           id: c.id,
           name: c.name,
@@ -62,13 +66,9 @@ Component({
           total: c.port_count || 0,
           canNavigate: geo.hasCoords(c),
         }))
-        this.setData({ places, nearbyNote: '' })
+        this.setData({ places })
       } catch (err) {
-        if (err instanceof errors.ApiError && err.code === 'unavailable') {
-          this.setData({ places: [], nearbyNote: '附近充电站查询即将上线，请直接扫描插座上的二维码' })
-        } else {
-          this.setData({ error: errors.userMessage(err) })
-        }
+        this.setData({ error: errors.userMessage(err) })
       } finally {
         this.setData({ loading: false })
       }

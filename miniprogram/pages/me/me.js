@@ -1,8 +1,8 @@
 /**
- * Me: name and phone (WeChat's getPhoneNumber when the server supports it, else typed),
- * subscribe to charge-finished and alarm messages, links to accounts / history, and the
- * way into the operators' pages. API: GET/PATCH /auth/me, POST /auth/me/phone (pending),
- * POST /me/subscriptions (pending, via utils/subscribe.js).
+ * Me: name and phone (WeChat's getPhoneNumber button, or typed), subscribe to
+ * charge-finished and alarm messages, links to accounts / history, and the way into the
+ * operators' pages. API: GET/PATCH /auth/me, POST /auth/me/phone (the server trades the
+ * button's code at WeChat), POST /me/subscriptions (via utils/subscribe.js).
  */
 const api = require('../../utils/api')
 const auth = require('../../utils/auth')
@@ -47,7 +47,8 @@ Component({
         wxp.toast('手机号已绑定', 'success')
         await this.load()
       } catch (err) {
-        wxp.toast(err.code === 'unavailable' ? '请手动填写手机号' : errors.userMessage(err))
+        // 422: WeChat refused the code, or the number is not a mainland mobile
+        wxp.toast(err.status === 422 ? '未能获取手机号，请手动填写' : errors.userMessage(err))
       }
     },
 

@@ -2,8 +2,10 @@
  * A visitor (no charging account) charges at the scanned port: choose an amount, or a
  * duration (priced with the community's tariff), pay with WeChat Pay, then the live page;
  * the receipt shows the refund of the unused part.
- * API: GET /public/ports/{code}; POST /visitor-charges (pending) → wx.requestPayment;
- * GET /charging-sessions/{id} until the paid session starts.
+ * API: GET /public/ports/{code} (its `tariff` prices a duration); POST /visitor-charges →
+ * 201 {session_id, status: "pending_payment", order: {out_trade_no, amount_fen, status},
+ * pay_params} → wx.requestPayment(pay_params); GET /charging-sessions/{id} until the paid
+ * session starts.
  */
 const api = require('../../utils/api')
 const auth = require('../../utils/auth')

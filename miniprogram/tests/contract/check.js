@@ -24,6 +24,20 @@ function deref(spec, schema, seen = new Set()) {
     })
     return merged
   }
+  const alternatives = s && (s.anyOf || s.oneOf)
+  if (Array.isArray(alternatives)) {
+    // e.g. a nullable nested object: anyOf [{$ref}, {type: object, nullable: true}]. A field
+    // is there if one of the alternatives has it.
+    const merged = { type: 'object', properties: {} }
+    let array = null
+    alternatives.forEach((part) => {
+      const p = deref(spec, part, new Set(seen))
+      Object.assign(merged.properties, p.properties || {})
+      if (p.type === 'array' && !array) array = p
+    })
+    if (Object.keys(merged.properties).length) return merged
+    return array || {}
+  }
   return s || {}
 }
 

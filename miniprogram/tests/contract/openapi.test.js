@@ -66,6 +66,13 @@ maybe('the API client against the server OpenAPI spec', () => {
     expect(hasField(spec, schema, 'order.out_trade_no').ok).toBe(true)
     expect(hasField(spec, schema, 'order.nope').ok).toBe(false)
   })
+
+  test('a nullable nested object (anyOf) is followed too', () => {
+    const op = spec.paths['/api/v1/public/ports/{code}'].get
+    const schema = op.responses['200'].content['application/json'].schema
+    expect(hasField(spec, schema, 'tariff.rules')).toEqual({ ok: true })
+    expect(hasField(spec, schema, 'tariff.nope').ok).toBe(false)
+  })
 })
 
 // What the server does not have yet shows as "todo" in the summary (see README).

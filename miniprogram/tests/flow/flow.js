@@ -3,11 +3,12 @@
  * The mini-program's flow against the REAL running server (started by
  * tests/e2e/test_miniprogram_flow.py, with the simulated pile on the real broker):
  *
- *   resident: launch (wx.login → wechat-login) → home → scan the sticker → port page
- *   (no account yet) → bind the account → back on the port page → wallet, WeChat Pay
- *   top-up (the harness sends the signed payment notification) → start with a 20-yuan
- *   limit → live page, polled, until the pile has charged → stop → receipt → history,
- *   account statement;
+ *   resident: launch (wx.login → wechat-login) → home (the communities near the phone)
+ *   → scan the sticker → port page (no account yet; the tariff) → bind the account → back
+ *   on the port page → wallet, WeChat Pay top-up (the harness sends the signed payment
+ *   notification) → start with a 20-yuan limit (subscribe messages accepted) → live page,
+ *   polled, until the pile has charged → stop → receipt → history, account statement →
+ *   the phone number from WeChat's getPhoneNumber button;
  *   operator (when EVC_STAFF_USER is set): log in → today's figures → piles → cash
  *   top-up → tariff → an alarm the harness raises on the pile: acknowledge, resolve;
  *   and the API client's table checked against the live server's OpenAPI document.
@@ -16,7 +17,8 @@
  * "error" (exit 1). stdin: the harness's answers ({"event": "paid"}, …).
  * Env: EVC_BASE_URL, EVC_LOGIN_CODES (comma-separated wx.login codes), EVC_QR (the
  * sticker's payload), EVC_ACCOUNT_NO, EVC_PIN, EVC_LIMIT_FEN, EVC_TOPUP_FEN (optional),
- * EVC_STAFF_USER / EVC_STAFF_PASSWORD (optional), EVC_FLOW_TIMEOUT_S.
+ * EVC_STAFF_USER / EVC_STAFF_PASSWORD (optional), EVC_PHONE_CODE (optional: a getPhoneNumber
+ * code the local fake WeChat knows), EVC_FLOW_TIMEOUT_S.
  */
 const rt = require('./runtime')
 
@@ -66,7 +68,9 @@ async function resident(out) {
   rt.emit('logged_in', out.user)
 
   const home = await rt.openPage('/pages/index/index')
-  out.home = { nearbyNote: home.data.nearbyNote, error: home.data.error, active: home.data.active }
+  out.home = { locationNote: home.data.locationNote, error: home.data.error, active: home.data.active,
+    places: home.data.places.map((p) => ({ name: p.name, free: p.free, total: p.total,
+      distance: p.distance })) }
   const code = await home.onScan()
   const toPort = lastNav('navigateTo').url
   check(code && toPort === `/pages/port/port?code=${code}`, `scan went to ${toPort}`)
@@ -136,6 +140,13 @@ async function resident(out) {
   const walletAfter = await rt.openPage('/pages/wallet/wallet')
   out.wallet.end = walletAfter.data.total
   out.account_id = accountId
+
+  if (env.EVC_PHONE_CODE) { // WeChat's getPhoneNumber button on the "me" tab
+    const me = await rt.openPage('/pages/me/me')
+    check(!me.data.user.phone, 'no phone bound yet')
+    await me.onGetPhoneNumber({ detail: { code: env.EVC_PHONE_CODE } })
+    out.me = { phone: me.data.user.phone, toast: wx.log.toasts[wx.log.toasts.length - 1] }
+  }
 }
 
 async function operator(out) {

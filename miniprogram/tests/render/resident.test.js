@@ -123,9 +123,11 @@ describe('receipt page', () => {
 describe('home page', () => {
   test('nearest communities first, with distance and free ports; scan opens the port', async () => {
     const wx = serve({
-      'GET /api/v1/public/communities': [
-        { id: 1, name: '远的小区', address: '北路 1 号', lat: 30.1, lng: 120, pile_count: 1, port_count: 10, free_ports: 4 },
-        { id: 2, name: '近的小区', address: '南路 2 号', lat: 30.001, lng: 120, pile_count: 2, port_count: 20, free_ports: 7 },
+      'GET /api/v1/public/communities': [ // the server sorts too; the page does not rely on it
+        { id: 1, name: '远的小区', address: '北路 1 号', lat: 30.1, lng: 120, distance_m: 11120,
+          pile_count: 1, piles_online: 1, port_count: 10, free_ports: 4 },
+        { id: 2, name: '近的小区', address: '南路 2 号', lat: 30.001, lng: 120, distance_m: 111,
+          pile_count: 2, piles_online: 2, port_count: 20, free_ports: 7 },
       ],
       'GET /api/v1/charging-sessions': [{ id: 1, session_id: 'S0123456789abcdef', status: 'active',
         started_at: '2025-11-24T10:00:00Z' }],
@@ -150,17 +152,28 @@ describe('home page', () => {
     expect(nearbyCall.url).toContain('lat=30&lng=120')
   })
 
-  test('until the server lists communities, home says so and scanning still works', async () => {
+  test('without the location there is no list, only a note; scanning still works', async () => {
     const wx = serve({ 'GET /api/v1/charging-sessions': [] })
     wx.scanCode = (o) => o.success({ result: 'WIFI:S:home;;' })
     const page = render('pages/index/index')
     await page.instance.onLoad()
     await settle()
-    expect(text(page)).toContain('附近充电站查询即将上线')
-    expect(text(page)).toContain('未获得位置授权')
+    expect(text(page)).toContain('未获得位置授权，无法查找附近充电站')
+    expect(text(page)).not.toContain('附近暂无充电站')
+    expect(wx.calls.requests.some((r) => r.url.includes('/public/communities'))).toBe(false)
     await page.instance.onScan()
     expect(wx.calls.toasts).toContain('这不是充电插座的二维码')
     expect(wx.calls.navigateTo).toEqual([])
+  })
+
+  test('nobody near: says so', async () => {
+    const wx = serve({ 'GET /api/v1/public/communities': [], 'GET /api/v1/charging-sessions': [] })
+    wx.getLocation = (o) => o.success({ latitude: 30, longitude: 120 })
+    const page = render('pages/index/index')
+    await page.instance.onLoad()
+    await settle()
+    expect(text(page)).toContain('附近暂无充电站')
+    expect(text(page)).not.toContain('未获得位置授权')
   })
 })
 

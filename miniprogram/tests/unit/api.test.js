@@ -160,11 +160,20 @@ test('network failure and timeout', async () => {
 test('an endpoint the server does not have yet reads as "not available"', async () => {
   api.setTokens({ access_token: 'A', refresh_token: 'R' })
   wx.handler = () => json(404, { code: 'not_found', message: 'The requested URL was not found', details: {} })
-  const err = await api.nearby(30.25, 120.16).catch((e) => e)
-  expect(err.code).toBe('unavailable')
-  expect(err.message).toBe('此功能暂未开放')
-  const real404 = await api.session('S0000000000000000').catch((e) => e)
+  // no entry is pending today: a made-up one stands in for the next
+  api.ENDPOINTS.comingSoon = { method: 'GET', path: '/coming-soon', reads: [],
+    pending: 'a test stand-in' }
+  try {
+    const err = await api.call('comingSoon').catch((e) => e)
+    expect(err.code).toBe('unavailable')
+    expect(err.message).toBe('此功能暂未开放')
+  } finally {
+    delete api.ENDPOINTS.comingSoon
+  }
+  const real404 = await api.nearby(30.25, 120.16).catch((e) => e)
   expect(real404.code).toBe('not_found')
+  const session404 = await api.session('S0000000000000000').catch((e) => e)
+  expect(session404.code).toBe('not_found')
 })
 
 test('logout revokes on the server and forgets the tokens', async () => {

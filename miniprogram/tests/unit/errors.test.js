@@ -39,3 +39,10 @@ test('network failures', () => {
   expect(errors.userMessage({ errMsg: 'requestPayment:fail cancel' })).toBe('已取消')
   expect(errors.userMessage(new Error('boom'))).toBe(errors.FALLBACK)
 })
+
+test('a visitor who paid but whose port could not start hears why, and of the refund', () => {
+  expect(errors.reasonText('paid_but_port_busy'))
+    .toBe('该插座正在使用中，请换一个插座；已支付的金额将原路退回')
+  expect(errors.reasonText('paid_but_nack:fault')).toBe('插座故障，请换一个插座；已支付的金额将原路退回')
+  expect(errors.reasonText('paid_but_conflict')).toBe('充电桩未能启动；已支付的金额将原路退回')
+})
