@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import qrcode
+import qrcode.image.pure
 import qrcode.image.svg
 from flask import Response
 from flask.views import MethodView
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, pre_dump, validate
 from sqlalchemy import select
 
 from app.api.schemas import Blueprint, Id, ListArgs, Name, StrictSchema
 from app.api.security import BEARER, MANAGERS, STAFF, current_actor, requires
 from app.domain.access import Role
+from app.domain.errors import NotFound
 from app.models import Building, Pile, Port, PowerCompany, PropertyCompany
 from app.services import access, places
 from app.services.places import port_qr_payload
@@ -108,6 +111,7 @@ class PortSchema(Schema):
     public_code = fields.String()
     status = fields.String()
     status_changed_at = fields.DateTime(allow_none=True)
+    power_w = fields.Integer(allow_none=True)  # the last meter reading's power
     qr_payload = fields.Function(port_qr_payload)
 
 
@@ -128,8 +132,20 @@ class PileSchema(Schema):
 
 
 class RegisteredPileSchema(PileSchema):
+    """A ``places.RegisteredPile``: the pile, with the MQTT credentials shown only here."""
+
     mqtt_username = fields.String()
     mqtt_password = fields.String()
+
+    @pre_dump
+    def _with_credentials(self, registered: places.RegisteredPile, **_kw: Any
+                          ) -> dict[str, Any]:
+        # The pile's attributes as they are: its ports stay objects for PortSchema (dumping
+        # an already dumped pile would hand qr_payload a dict).
+        pile = registered.pile
+        out = {name: getattr(pile, name) for name in PileSchema._declared_fields}
+        out.update(mqtt_username=pile.serial, mqtt_password=registered.mqtt_password)
+        return out
 
 
 class PilePatch(StrictSchema):
@@ -150,18 +166,48 @@ class PileListArgs(ListArgs):
     community_id = Id(strict=False)
 
 
+class PublicTariffSchema(Schema):
+    """A community's tariff in force: public prices (the rules as stored, see
+    ``app.domain.tariff``; money in integer fen)."""
+
+    version = fields.Integer()
+    effective_from = fields.DateTime()
+    rules = fields.Dict()
+
+
 class PublicPortSchema(Schema):
     """What anyone scanning a QR code may see."""
 
-    port_id = fields.Integer(attribute="id")
-    public_code = fields.String()
-    number = fields.Integer()
-    status = fields.String()
-    pile_serial = fields.String(attribute="pile.serial")
-    pile_online = fields.Boolean(attribute="pile.online")
-    community_id = fields.Integer(attribute="pile.community_id")
-    community_name = fields.String(attribute="pile.community.name")
-    building_name = fields.String(attribute="pile.building.name", allow_none=True)
+    port_id = fields.Integer(attribute="port.id")
+    public_code = fields.String(attribute="port.public_code")
+    number = fields.Integer(attribute="port.number")
+    status = fields.String(attribute="port.status")
+    pile_serial = fields.String(attribute="port.pile.serial")
+    pile_online = fields.Boolean(attribute="port.pile.online")
+    community_id = fields.Integer(attribute="port.pile.community_id")
+    community_name = fields.String(attribute="port.pile.community.name")
+    building_name = fields.String(attribute="port.pile.building.name", allow_none=True)
+    tariff = fields.Nested(PublicTariffSchema, allow_none=True,
+                           metadata={"description": "in force now; null if none is set"})
+
+
+class NearbyArgs(StrictSchema):
+    lat = fields.Float(required=True, validate=LAT, metadata={"description": "WGS-84"})
+    lng = fields.Float(required=True, validate=LNG, metadata={"description": "WGS-84"})
+    limit = fields.Integer(load_default=10, validate=validate.Range(min=1, max=50))
+
+
+class NearbyCommunitySchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    address = fields.String()
+    lat = fields.Float()
+    lng = fields.Float()
+    distance_m = fields.Integer(metadata={"description": "great-circle distance, metres"})
+    pile_count = fields.Integer(metadata={"description": "piles in service"})
+    piles_online = fields.Integer()
+    port_count = fields.Integer(metadata={"description": "ports of the piles in service"})
+    free_ports = fields.Integer(metadata={"description": "idle ports of online piles"})
 
 
 # --- companies ------------------------------------------------------------------------
@@ -330,12 +376,9 @@ class Piles(MethodView):
     @blp.arguments(PileArgs)
     @blp.response(201, RegisteredPileSchema)
     @requires(*MANAGERS)
-    def post(self, args: dict[str, Any]) -> dict[str, Any]:
+    def post(self, args: dict[str, Any]) -> places.RegisteredPile:
         """Register a pile; the MQTT password is shown in this response only."""
-        registered = places.register_pile(UnitOfWork(), current_actor(), **args)
-        body = PileSchema().dump(registered.pile)
-        body.update(mqtt_username=registered.pile.serial, mqtt_password=registered.mqtt_password)
-        return body
+        return places.register_pile(UnitOfWork(), current_actor(), **args)
 
 
 @blp.route("/piles/<int:pile_id>")
@@ -372,15 +415,34 @@ def port_qr_svg(port_id: int) -> Response:
     return Response(image.to_string(), mimetype="image/svg+xml")
 
 
+@blp.route("/ports/<int:port_id>/qr.png")
+@blp.doc(security=BEARER, responses={200: {"content": {"image/png": {}}}})
+@requires(*STAFF)
+def port_qr_png(port_id: int) -> Response:
+    """The port's QR code as PNG, for label printers that do not take SVG."""
+    port = access.get_port(UnitOfWork().session, current_actor(), port_id)
+    image = qrcode.make(port_qr_payload(port), image_factory=qrcode.image.pure.PyPNGImage)
+    out = io.BytesIO()
+    image.save(out)
+    return Response(out.getvalue(), mimetype="image/png")
+
+
 @blp.route("/public/ports/<string:code>")
 @blp.response(200, PublicPortSchema)
-def public_port(code: str) -> Port:
-    """What scanning a port's QR code shows, before logging in."""
+def public_port(code: str) -> places.PublicPort:
+    """What scanning a port's QR code shows, before logging in (with the tariff in force)."""
     if len(code) > 16:
-        from app.domain.errors import NotFound
-
         raise NotFound("no such port")
-    return places.port_by_code(UnitOfWork(), code)
+    return places.public_port(UnitOfWork(), code)
+
+
+@blp.route("/public/communities")
+@blp.arguments(NearbyArgs, location="query")
+@blp.response(200, NearbyCommunitySchema(many=True))
+def nearby_communities(args: dict[str, Any]) -> list[places.NearbyCommunity]:
+    """The charging communities nearest to a point, nearest first, with free ports (no
+    log-in: the mini-program's home page). Communities without coordinates are not listed."""
+    return places.nearby_communities(UnitOfWork(), args["lat"], args["lng"], args["limit"])
 
 
 __all__ = ["blp"]

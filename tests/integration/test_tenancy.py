@@ -366,6 +366,7 @@ MATRIX: list[Case] = [
     Case("PATCH", f"{API}/piles/<int:pile_id>", _pile, lambda s: {"enabled": False}),
     Case("GET", f"{API}/ports/<int:port_id>", _port, grid=200),
     Case("GET", f"{API}/ports/<int:port_id>/qr.svg", _port, grid=200),
+    Case("GET", f"{API}/ports/<int:port_id>/qr.png", _port, grid=200),
     Case("GET", ACC, _account, grid=200, resident=404),
     Case("PATCH", ACC, _account, lambda s: {"holder_name": "Mallory"}, resident=404),
     Case("DELETE", ACC, _spare, ok=204),
@@ -438,7 +439,8 @@ def _id_routes(app: Flask) -> set[tuple[str, str]]:
     return {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.arguments and rule.endpoint != "static"  # Flask's own static files
+        # Flask's own static files, and a blueprint's (the console's JS and CSS)
+        if rule.arguments and rule.endpoint.rpartition(".")[2] != "static"
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }
 
@@ -637,9 +639,46 @@ def test_public_port_lookup_is_public_and_shows_only_public_fields(app: Flask,
     assert res.status_code == 200
     assert set(res.get_json()) <= {"port_id", "public_code", "number", "status", "pile_serial",
                                    "pile_online", "community_id", "community_name",
-                                   "building_name"}  # nothing about accounts or money
+                                   "building_name", "tariff"}  # no accounts or balances
+    assert set(res.get_json()["tariff"]) == {"version", "effective_from", "rules"}  # prices
     assert len(code) == 10  # unguessable, so ports cannot be enumerated
     assert_error(call(app, "GET", f"{API}/public/ports/NOSUCHCODE"), 404)
+
+
+def test_port_qr_png_is_a_decodable_png_for_the_tenant_only(app: Flask, ctx: Ctx) -> None:
+    """The printable sticker as PNG: a real image of a sensible size, A's staff only."""
+    png = pytest.importorskip("png")  # pypng, from the qrcode[png] dependency
+    res = call(app, "GET", f"{API}/ports/{ctx.a.port}/qr.png", ctx.tokens["op_a"])
+    assert res.status_code == 200, res.get_data(as_text=True)[:300]
+    assert res.mimetype == "image/png"
+    body = res.get_data()
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height, rows, _info = png.Reader(bytes=body).read()
+    assert width == height and 100 <= width <= 2000
+    assert len(list(rows)) == height
+    # the power company reads it; operator B and residents do not; nobody without a token
+    assert call(app, "GET", f"{API}/ports/{ctx.a.port}/qr.png",
+                ctx.tokens["grid"]).status_code == 200
+    assert_error(call(app, "GET", f"{API}/ports/{ctx.a.port}/qr.png", ctx.tokens["op_b"]), 404)
+    assert_error(call(app, "GET", f"{API}/ports/{ctx.a.port}/qr.png",
+                      ctx.tokens["resident"]), 403)
+    assert call(app, "GET", f"{API}/ports/{ctx.a.port}/qr.png").status_code == 401
+
+
+def test_an_operator_registers_a_pile_and_sees_its_mqtt_password_once(app: Flask,
+                                                                     ctx: Ctx) -> None:
+    """Positive control for POST /piles (the matrix above only checks refusals)."""
+    res = call(app, "POST", f"{API}/piles", ctx.tokens["op_a"], json={
+        "community_id": ctx.a.community, "serial": "NEWPILE1", "port_count": 2,
+        "building_id": ctx.a.building, "model": "EB-2"})
+    assert res.status_code == 201, res.get_data(as_text=True)[:300]
+    body = res.get_json()
+    assert body["serial"] == body["mqtt_username"] == "NEWPILE1"
+    assert isinstance(body["mqtt_password"], str) and len(body["mqtt_password"]) >= 16
+    assert [p["number"] for p in body["ports"]] == [1, 2]
+    assert all(p["qr_payload"].endswith(f"/q/{p['public_code']}") for p in body["ports"])
+    shown_again = call(app, "GET", f"{API}/piles/{body['id']}", ctx.tokens["op_a"]).get_json()
+    assert "mqtt_password" not in shown_again and shown_again["serial"] == "NEWPILE1"
 
 
 def test_cash_request_ids_are_per_account_not_platform_wide(app: Flask, ctx: Ctx) -> None:
