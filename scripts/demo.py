@@ -9,7 +9,7 @@
    (or, if 1883 is taken by a broker that wants credentials, on a free port), with
    the accounts the platform generates (``flask broker write-auth``): one per pile,
    ``evc-platform`` for the bridge and ``evc-web`` for the web process;
-3. the web app (``flask run`` on 127.0.0.1:5000), one bridge worker
+3. the web app (``flask run`` on 127.0.0.1:5000: the API and the console), one bridge worker
    (``flask bridge run``) and the simulator driving the demo piles P0001…P0006
    (10 ports each), sped up so that charging is visible.
 
@@ -255,8 +255,8 @@ def banner(web: str, broker: Broker) -> None:
         "",
         "=" * 72,
         "  the charging platform is running",
+        f"  console        {web}/console/   (the browser console for staff)",
         f"  web API        {web}/api/v1/   (OpenAPI: {web}/api/openapi.json)",
-        f"  log in         POST {web}/api/v1/auth/login {{username, password}}",
         f"  demo log-ins   admin, grid, operator1, operator2 / password {DEMO_PASSWORD}",
         f"  keypad         accounts {DEMO_ACCOUNTS[0]}…{DEMO_ACCOUNTS[-1]}, PIN {DEMO_PIN}",
         f"  broker         {broker.url} "
