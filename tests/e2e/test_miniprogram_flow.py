@@ -23,7 +23,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ import pytest
 import requests
 from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.models import (
@@ -51,6 +49,7 @@ from tests.integration.test_payments_helpers import configure_payments, servers
 from tests.support.bridge import wait_until
 from tests.support.fake_wechat import FakeWeChat, running_fake_wechat
 from tests.support.ledger_checks import assert_ledger_invariants
+from tests.support.web import serving
 from tests.support.wechatpay_fake import build_notification, transaction_resource
 
 pytestmark = pytest.mark.mqtt
@@ -82,20 +81,6 @@ def _node() -> str:
         pytest.skip(problem)
     assert node is not None
     return node
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """The app on a real loopback port, one thread per request (as a server runs it)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 class Flow:
