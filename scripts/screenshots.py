@@ -19,11 +19,12 @@ from playwright.sync_api import sync_playwright
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
         "--disable-dev-shm-usage"]
-# (file name, hash route, a selector that shows the page has its data)
+# (file name, hash route, a selector that shows the page has its data; the view is
+# scrolled to it when it is below the fold)
 PAGES = [
     ("live", "live", "article.community"),
     ("communities", "communities", "table"),
-    ("community", "community/{community}", ".port"),
+    ("community", "community/{community}", "#live-ports .port"),
     ("pile", "pile/{pile}", "img"),
     ("accounts", "accounts", "table"),
     ("account", "account/{account}", "#balance"),
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                 page.wait_for_selector(ready, timeout=10_000)
             except PlaywrightTimeout:  # a page without data is still worth a picture
                 print(f"{name}: {ready} did not appear", file=sys.stderr)
+            else:
+                page.locator(ready).first.evaluate(
+                    "el => el.closest('section') ? el.closest('section').scrollIntoView() : null")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(args.out / f"{name}.png"))
             print(args.out / f"{name}.png")

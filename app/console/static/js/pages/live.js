@@ -29,7 +29,7 @@ function map(communities) {
   if (!pts.length) return h('p.muted', 'No community has coordinates yet.');
   const lats = pts.map((c) => c.lat); const lngs = pts.map((c) => c.lng);
   const [la0, la1, lo0, lo1] = [Math.min(...lats), Math.max(...lats), Math.min(...lngs), Math.max(...lngs)];
-  const W = 360; const H = 220; const pad = 30; const padX = 80;
+  const W = 360; const H = 220; const pad = 44; const padX = 80;
   const x = (lng) => padX + (lo1 === lo0 ? 0.5 : (lng - lo0) / (lo1 - lo0)) * (W - 2 * padX);
   const y = (lat) => H - pad - (la1 === la0 ? 0.5 : (lat - la0) / (la1 - la0)) * (H - 2 * pad);
   const NS = 'http://www.w3.org/2000/svg';
