@@ -44,10 +44,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from app.api.security import init_jwt
     from app.cli import register_cli
     from app.console import register_console
+    from app.landing import register_landing
 
     init_jwt(app)
     register_api(app)
     register_console(app)
+    register_landing(app)
     register_error_handlers(app)
     register_cli(app)
 

@@ -57,6 +57,7 @@ __all__ = [
     "TouPeriod",
     "allowance_for_coins",
     "cost_of",
+    "describe",
     "estimate_remaining_seconds",
     "limits_for_balance",
     "price_between",
@@ -888,3 +889,37 @@ def _energy_runway_us(
             return piece_start - start_us + int(money / fen_per_us)
         money -= piece_cost
     return horizon_us
+
+
+# --------------------------------------------------------------------------- in words
+
+_PERIOD_WORDS: Final = {"peak": "峰", "flat": "平", "valley": "谷"}
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d} 元"
+
+
+def describe(tariff: Tariff) -> list[str]:
+    """The price list as a resident reads it at the pile (Chinese, one line per rule)."""
+    lines: list[str] = []
+    if tariff.mode == PER_KWH:
+        if tariff.tou:
+            lines += [f"{_PERIOD_WORDS[p.name]}时段 {p.start}–{p.end}：电费 "
+                      f"{_yuan(p.energy_fen_per_kwh)}/度" for p in tariff.tou]
+        else:
+            lines.append(f"电费 {_yuan(tariff.energy_fen_per_kwh or 0)}/度")
+        if tariff.service_fen_per_kwh:
+            lines.append(f"服务费 {_yuan(tariff.service_fen_per_kwh)}/度")
+    elif tariff.mode == PER_HOUR:
+        lines.append(f"按时长 {_yuan(tariff.fen_per_hour or 0)}/小时")
+    else:
+        lines += [f"功率 {b.min_w}–{b.max_w} W：{_yuan(b.fen_per_hour)}/小时"
+                  for b in tariff.power_bands]
+    if tariff.billing_unit_minutes:
+        lines.append(f"每 {tariff.billing_unit_minutes} 分钟计费一次，不足按整段计")
+    if tariff.free_minutes:
+        lines.append(f"前 {tariff.free_minutes} 分钟免费")
+    if tariff.minimum_charge_fen:
+        lines.append(f"每次最低 {_yuan(tariff.minimum_charge_fen)}")
+    return lines
