@@ -14,10 +14,14 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("seed-demo")
     @click.option("--piles-per-community", default=2, show_default=True)
     @click.option("--ports-per-pile", default=10, show_default=True)
-    def seed_demo(piles_per_community: int, ports_per_pile: int) -> None:
-        """Create demo companies, communities, piles, users, accounts and tariffs."""
+    @click.option("--history-days", default=demo.HISTORY_DAYS, show_default=True,
+                  type=click.IntRange(0, 92),
+                  help="complete days of meter history for the loss page (0: none)")
+    def seed_demo(piles_per_community: int, ports_per_pile: int, history_days: int) -> None:
+        """Create demo companies, communities, piles, users, accounts and tariffs, and a
+        meter history (master meters and sockets) for the theft and loss page."""
         summary = demo.seed(piles_per_community=piles_per_community,
-                            ports_per_pile=ports_per_pile)
+                            ports_per_pile=ports_per_pile, history_days=history_days)
         for line in summary.lines():
             click.echo(line)
 
