@@ -405,14 +405,19 @@ def get_port(port_id: int) -> Port:
     return access.get_port(UnitOfWork().session, current_actor(), port_id)
 
 
+def _port_qr(port_id: int, image_factory: Any) -> bytes:
+    port = access.get_port(UnitOfWork().session, current_actor(), port_id)
+    out = io.BytesIO()
+    qrcode.make(port_qr_payload(port), image_factory=image_factory).save(out)
+    return out.getvalue()
+
+
 @blp.route("/ports/<int:port_id>/qr.svg")
 @blp.doc(security=BEARER, responses={200: {"content": {"image/svg+xml": {}}}})
 @requires(*STAFF)
 def port_qr_svg(port_id: int) -> Response:
     """The port's QR code as SVG, for printing the sticker."""
-    port = access.get_port(UnitOfWork().session, current_actor(), port_id)
-    image = qrcode.make(port_qr_payload(port), image_factory=qrcode.image.svg.SvgPathImage)
-    return Response(image.to_string(), mimetype="image/svg+xml")
+    return Response(_port_qr(port_id, qrcode.image.svg.SvgPathImage), mimetype="image/svg+xml")
 
 
 @blp.route("/ports/<int:port_id>/qr.png")
@@ -420,11 +425,7 @@ def port_qr_svg(port_id: int) -> Response:
 @requires(*STAFF)
 def port_qr_png(port_id: int) -> Response:
     """The port's QR code as PNG, for label printers that do not take SVG."""
-    port = access.get_port(UnitOfWork().session, current_actor(), port_id)
-    image = qrcode.make(port_qr_payload(port), image_factory=qrcode.image.pure.PyPNGImage)
-    out = io.BytesIO()
-    image.save(out)
-    return Response(out.getvalue(), mimetype="image/png")
+    return Response(_port_qr(port_id, qrcode.image.pure.PyPNGImage), mimetype="image/png")
 
 
 @blp.route("/public/ports/<string:code>")
