@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.exc import IntegrityError
 
 from app.domain.access import Actor, Role, Scope, check_manage, require_role
 from app.domain.errors import Conflict, InvalidInput, NotFound
@@ -45,11 +44,7 @@ def port_qr_payload(port: Port) -> str:
 
 
 def _commit_unique(uow: UnitOfWork, what: str) -> None:
-    try:
-        uow.commit()
-    except IntegrityError as exc:
-        uow.rollback()
-        raise Conflict(f"{what} already exists") from exc
+    uow.commit_or_conflict(f"{what} already exists")
 
 
 def _apply(obj: Any, changes: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.domain.access import Actor
@@ -54,9 +53,5 @@ def set_tariff(uow: UnitOfWork, actor: Actor, community_id: int, rules: dict[str
                                 effective_from=effective_from or utcnow(),
                                 rules=tariff.to_dict(), created_by_user_id=actor.user_id)
         uow.session.add(version)
-        try:
-            uow.commit()
-        except IntegrityError as exc:
-            uow.rollback()
-            raise Conflict("another tariff version was saved at the same time; retry") from exc
+        uow.commit_or_conflict("another tariff version was saved at the same time; retry")
         return version

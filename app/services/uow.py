@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.domain.errors import Conflict
 from app.extensions import db
 
 
@@ -41,6 +43,15 @@ class UnitOfWork:
         hooks, self._after_commit = self._after_commit, []
         for hook in hooks:
             hook()
+
+    def commit_or_conflict(self, message: str) -> None:
+        """Commit; a unique constraint that refuses it becomes a 409 ``Conflict`` saying
+        ``message`` (the race another request won), and nothing of this work stays."""
+        try:
+            self.commit()
+        except IntegrityError as exc:
+            self.rollback()
+            raise Conflict(message) from exc
 
     def rollback(self) -> None:
         self._after_commit.clear()

@@ -65,11 +65,7 @@ def create_staff_user(
             property_company_id=property_company_id,
         )
         uow.session.add(user)
-        try:
-            uow.commit()
-        except IntegrityError as exc:
-            uow.rollback()
-            raise Conflict("this username or phone is taken") from exc
+        uow.commit_or_conflict("this username or phone is taken")
         return user
 
 
@@ -137,11 +133,7 @@ def update_profile(uow: UnitOfWork, actor: Actor, *, display_name: str | None = 
             user.display_name = display_name
         if phone is not None and validate_phone(phone) != user.phone:
             user.phone, user.phone_verified_at = phone, None  # typed: not vouched for
-        try:
-            uow.commit()
-        except IntegrityError as exc:
-            uow.rollback()
-            raise Conflict("this phone number belongs to another user") from exc
+        uow.commit_or_conflict("this phone number belongs to another user")
         return user
 
 
@@ -181,11 +173,7 @@ def bind_wechat_phone(uow: UnitOfWork, actor: Actor, code: str) -> User:
             holder.phone = None
             uow.session.flush()
         user.phone, user.phone_verified_at = phone, utcnow()
-        try:
-            uow.commit()
-        except IntegrityError as exc:
-            uow.rollback()
-            raise Conflict("this phone number belongs to another user") from exc
+        uow.commit_or_conflict("this phone number belongs to another user")
         return user
 
 
