@@ -8,6 +8,7 @@ silent default.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -113,6 +114,12 @@ class Settings:
     notify_sms_template: str = ""
     notify_wechat_template_id: str = ""
     notify_wechat_page: str = ""
+    # Charge finished (the resident's own message, if they accepted it in the mini-program):
+    # the template id (empty: not sent) and which of its keywords carries what.
+    notify_wechat_charge_finished_template_id: str = ""
+    notify_wechat_charge_finished_fields: tuple[tuple[str, str], ...] = (
+        ("reason", "phrase1"), ("energy", "character_string2"), ("cost", "amount3"),
+        ("ended_at", "time4"), ("place", "thing5"))
     notify_timeout_s: int = 5
     notify_max_attempts: int = 8
     escalation_critical_minutes: tuple[int, ...] = (0, 5, 15)
@@ -278,6 +285,28 @@ def _minutes_list(environ: dict[str, str], name: str, default: tuple[int, ...]
     return values
 
 
+# What a charge-finished message can say (app/notify/wechat.py fills them).
+CHARGE_FINISHED_FIELD_NAMES = frozenset({"reason", "energy", "cost", "ended_at", "place"})
+_TEMPLATE_KEYWORD = re.compile(r"^[a-z_]+[0-9]+$")  # thing1, character_string2, amount3
+
+
+def _template_fields(name: str, raw: str, known: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """``what=keyword`` pairs, comma-separated: which keyword of a subscribe-message template
+    carries what (fields left out are not sent)."""
+    pairs = []
+    for part in (p.strip() for p in raw.split(",")):
+        what, _, keyword = part.partition("=")
+        what, keyword = what.strip(), keyword.strip()
+        if what not in known or not _TEMPLATE_KEYWORD.match(keyword):
+            raise ConfigurationError(
+                f"{name}: expected what=keyword pairs with what in {sorted(known)} and a "
+                f"template keyword like thing1, got {part!r}")
+        pairs.append((what, keyword))
+    if len({w for w, _ in pairs}) != len(pairs) or len({k for _, k in pairs}) != len(pairs):
+        raise ConfigurationError(f"{name}: each field and each keyword at most once: {raw!r}")
+    return tuple(pairs)
+
+
 def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
     """Incident notifications, escalation ladders and loss thresholds (README: Operations).
 
@@ -285,6 +314,8 @@ def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
     NOTIFY_SMS_PROVIDER (http), NOTIFY_SMS_URL, NOTIFY_SMS_KEY_ID, NOTIFY_SMS_SECRET(_FILE),
     NOTIFY_SMS_SIGN_NAME, NOTIFY_SMS_TEMPLATE: the SMS gateway.
     NOTIFY_WECHAT_TEMPLATE_ID, NOTIFY_WECHAT_PAGE: subscribe messages (WECHAT_APPID/SECRET).
+    NOTIFY_WECHAT_CHARGE_FINISHED_TEMPLATE_ID, NOTIFY_WECHAT_CHARGE_FINISHED_FIELDS: the
+    resident's charge-finished message and its keywords, e.g. "reason=phrase1,cost=amount3".
     NOTIFY_TIMEOUT_S, NOTIFY_MAX_ATTEMPTS: per request, and attempts before giving up.
     ESCALATION_{CRITICAL,MAJOR,MINOR}_MINUTES: delays of levels 1-3, e.g. "0,5,15".
     LOSS_THRESHOLD_PER_MILLE, LOSS_MIN_MASTER_WH, LOSS_JUMP_FACTOR,
@@ -301,6 +332,7 @@ def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
         "notify_sms_template": "NOTIFY_SMS_TEMPLATE",
         "notify_wechat_template_id": "NOTIFY_WECHAT_TEMPLATE_ID",
         "notify_wechat_page": "NOTIFY_WECHAT_PAGE",
+        "notify_wechat_charge_finished_template_id": "NOTIFY_WECHAT_CHARGE_FINISHED_TEMPLATE_ID",
     }.items():
         raw = _env(environ, name)
         if raw:
@@ -328,6 +360,10 @@ def _operations_settings(environ: dict[str, str]) -> dict[str, Any]:
     if values.get("notify_sms_url") and not (values.get("notify_sms_secret")
                                              and values.get("notify_sms_template")):
         raise ConfigurationError("NOTIFY_SMS_URL needs NOTIFY_SMS_SECRET and NOTIFY_SMS_TEMPLATE")
+    fields_raw = _env(environ, "NOTIFY_WECHAT_CHARGE_FINISHED_FIELDS")
+    if fields_raw:
+        values["notify_wechat_charge_finished_fields"] = _template_fields(
+            "NOTIFY_WECHAT_CHARGE_FINISHED_FIELDS", fields_raw, CHARGE_FINISHED_FIELD_NAMES)
     for severity in ("critical", "major", "minor"):
         attr = f"escalation_{severity}_minutes"
         values[attr] = _minutes_list(environ, f"ESCALATION_{severity.upper()}_MINUTES",

@@ -11,7 +11,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.notify import build_channels
-from app.services import incidents, loss
+from app.services import incidents, loss, notifications
 from app.services.uow import UnitOfWork
 
 
@@ -24,9 +24,10 @@ def escalate_incidents(*, now: datetime | None = None) -> int:
 
 
 def deliver_notifications(*, now: datetime | None = None) -> dict[str, int]:
-    """Send what is due: first attempts the dispatcher missed, and retries."""
+    """Send what is due (incident and user notifications): first attempts the dispatcher
+    missed, and retries."""
     channels = build_channels(current_app.config["SETTINGS"], db.session)
-    return dict(incidents.deliver_due(UnitOfWork(), channels, now=now))
+    return dict(notifications.deliver_due(UnitOfWork(), channels, now=now))
 
 
 def open_offline_incidents(*, now: datetime | None = None) -> int:

@@ -2,7 +2,7 @@
 
 from app.models.charging import ChargingSession
 from app.models.ledger import Hold, LedgerAccount, LedgerEntry, LedgerTransaction
-from app.models.operations import Incident, IncidentNotification, LossCheck
+from app.models.operations import Incident, IncidentNotification, LossCheck, UserNotification
 from app.models.org import Building, Community, PowerCompany, PropertyCompany
 from app.models.payments import (
     PaymentNotification,
@@ -70,5 +70,6 @@ __all__ = [
     "SharedToken",
     "TariffVersion",
     "User",
+    "UserNotification",
     "WeChatSubscription",
 ]

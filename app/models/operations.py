@@ -1,4 +1,5 @@
-"""Operations: safety and loss incidents, the notifications they send, and loss checks.
+"""Operations: safety and loss incidents, the notifications they send, messages to users
+about their own charges, and loss checks.
 
 The rules live in ``app.domain.safety`` (severity, folding, stop scope, escalation) and
 ``app.domain.loss`` (master meter against sockets); these tables only remember their
@@ -9,6 +10,8 @@ results, with constraints for what must never happen twice:
   ``loss:<community>:<start>:<end>`` for a loss period;
 * one notification row per (incident, reason, level, channel, recipient) (UNIQUE key), so
   a replayed batch or a second escalation pass queues nothing twice;
+* one message to a user per ``dedup_key`` (e.g. ``charge_finished:<session>``), so a
+  settlement run twice sends nothing twice;
 * one loss check per community and period.
 """
 
@@ -116,18 +119,12 @@ class Incident(IdMixin, CreatedMixin, db.Model):
     )
 
 
-class IncidentNotification(IdMixin, CreatedMixin, db.Model):
-    """A message to a person or system about an incident: queued in the transaction that
-    opened (or escalated) the incident, sent after commit, retried until sent or failed."""
+class DeliveryMixin:
+    """An outbox row: what the delivery loop (``app.services.notifications.deliver_due``)
+    reads and writes, the same in every notification table."""
 
-    __tablename__ = "incident_notifications"
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
-    level: Mapped[int] = mapped_column(Integer)
-    audience: Mapped[str] = mapped_column(String(30))
-    reason: Mapped[str] = mapped_column(String(20))  # opened | severity_raised | escalated
     channel: Mapped[str] = mapped_column(String(10))
     recipient: Mapped[str] = mapped_column(String(200))  # openid, phone number or URL
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     dedup_key: Mapped[str] = mapped_column(String(250), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(10), default="pending")
@@ -136,12 +133,42 @@ class IncidentNotification(IdMixin, CreatedMixin, db.Model):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(300))
-    __table_args__ = (
+
+
+def _delivery_constraints(table: str) -> tuple[Any, ...]:
+    return (
         CheckConstraint(f"channel IN {_in(NOTIFICATION_CHANNELS)}", name="channel"),
         CheckConstraint(f"status IN {_in(NOTIFICATION_STATUSES)}", name="status"),
-        CheckConstraint("level BETWEEN 1 AND 3", name="level"),
-        Index("ix_incident_notifications_due", "status", "next_attempt_at"),
+        Index(f"ix_{table}_due", "status", "next_attempt_at"),
     )
+
+
+class IncidentNotification(DeliveryMixin, IdMixin, CreatedMixin, db.Model):
+    """A message to a person or system about an incident: queued in the transaction that
+    opened (or escalated) the incident, sent after commit, retried until sent or failed."""
+
+    __tablename__ = "incident_notifications"
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    audience: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str] = mapped_column(String(20))  # opened | severity_raised | escalated
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    __table_args__ = (
+        *_delivery_constraints("incident_notifications"),
+        CheckConstraint("level BETWEEN 1 AND 3", name="level"),
+    )
+
+
+class UserNotification(DeliveryMixin, IdMixin, CreatedMixin, db.Model):
+    """A message to one user about their own business (today: their charge finished, by
+    WeChat subscribe message, with its own template), queued in the transaction that
+    decided it and delivered like ``incident_notifications``."""
+
+    __tablename__ = "user_notifications"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # charge_finished
+    template_id: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = _delivery_constraints("user_notifications")
 
 
 class LossCheck(IdMixin, db.Model):

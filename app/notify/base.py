@@ -1,7 +1,8 @@
 """What every notification channel shares: the message, the interface, the error.
 
 A channel turns one queued notification (``IncidentNotification.payload``, built by
-``app.services.incidents``) into one request to the outside world. It never touches the
+``app.services.incidents``, or ``UserNotification.payload``, e.g. by
+``app.services.charge_notices``) into one request to the outside world. It never touches the
 database, never retries (the delivery loop does, from the row's state) and raises
 :class:`DeliveryError` for anything that did not arrive.
 """
@@ -30,6 +31,31 @@ KIND_LABELS = {
     "energy_loss": "电量损耗异常",
 }
 SEVERITY_LABELS = {"critical": "紧急", "major": "重要", "minor": "一般"}
+# Why a charge ended (app.domain.charging.StopReason), at most 5 characters (a "phrase").
+STOP_REASON_LABELS = {
+    "full": "充满",
+    "unplugged": "拔枪",
+    "user": "用户停止",
+    "limit_reached": "达到上限",
+    "balance": "余额不足",
+    "operator": "管理员停止",
+    "alarm": "告警停止",
+    "power_loss": "断电停止",
+    "pile_offline": "设备离线",
+    "start_failed": "启动失败",
+}
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as "¥12.30" (no floats anywhere near money)."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}¥{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def kwh(wh: int) -> str:
+    """Integer watt-hours as kWh with two decimals, rounded half up: 1234 -> "1.23"."""
+    centi = (max(wh, 0) + 5) // 10
+    return f"{centi // 100}.{centi % 100:02d}"
 
 
 class DeliveryError(Exception):
@@ -44,10 +70,12 @@ class DeliveryError(Exception):
 @dataclass(frozen=True)
 class Message:
     """One notification as queued. ``delivery_id`` is the row id: stable across retries,
-    so receivers can de-duplicate (the webhook sends it as ``X-EVC-Delivery``)."""
+    so receivers can de-duplicate (the webhook sends it as ``X-EVC-Delivery``).
+    ``template_id``: the row's own template (user messages), else the channel's."""
 
     delivery_id: int
     payload: Mapping[str, Any]
+    template_id: str | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.payload.get(key, default)
@@ -84,8 +112,8 @@ class Message:
         room = limit - len(core) - 1
         return f"{community[:room]} {core}" if room > 0 and community else core[:limit]
 
-    def local_time(self, fmt: str = "%Y-%m-%d %H:%M") -> str:
-        raw = self.get("opened_at")
+    def local_time(self, fmt: str = "%Y-%m-%d %H:%M", key: str = "opened_at") -> str:
+        raw = self.get(key)
         if not raw:
             return ""
         at = datetime.fromisoformat(str(raw))

@@ -1,10 +1,11 @@
 """Send queued notifications at once, from a thread of whichever process queued them.
 
-The bridge queues notification rows inside its batch transaction; after the commit it
-*kicks* this dispatcher (``app.services.incidents.QUEUED_HOOKS``), whose thread sends
-them. The thread is separate so that a slow or dead notifier never delays the next batch
-(and with it the next alarm's stop command). It sends what is due when kicked, exits after
-a while without kicks and is started again by the next one. Retries of failed sends are the
+The bridge queues notification rows (incidents', and users' own such as charge finished)
+inside its batch transaction; after the commit it *kicks* this dispatcher
+(``app.services.notifications.QUEUED_HOOKS``), whose thread sends them. The thread is
+separate so that a slow or dead notifier never delays the next batch (and with it the next
+alarm's stop command). It sends what is due when kicked, exits after a while without kicks
+and is started again by the next one. Retries of failed sends are the
 jobs process's ``operations.deliver_notifications``; a crash between commit and send loses
 nothing, the row is still pending.
 """
@@ -19,7 +20,7 @@ from flask import Flask, current_app
 
 from app.extensions import db
 from app.notify import build_channels
-from app.services import incidents
+from app.services import notifications
 from app.services.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,9 @@ class Dispatcher:
                 settings = self.app.config["SETTINGS"]
                 done = 0
                 while True:  # everything due now, a page at a time
-                    result = incidents.deliver_due(UnitOfWork(),
-                                                   build_channels(settings, db.session),
-                                                   limit=PAGE)
+                    result = notifications.deliver_due(UnitOfWork(),
+                                                       build_channels(settings, db.session),
+                                                       limit=PAGE)
                     done += sum(result.values())
                     self.sent += result.get("sent", 0)
                     if sum(result.values()) < PAGE:
@@ -96,11 +97,11 @@ def dispatcher_for(app: Flask) -> Dispatcher:
 
 
 def kick_current_app() -> None:
-    """Registered in ``incidents.QUEUED_HOOKS``: runs after a commit that queued rows."""
+    """Registered in ``notifications.QUEUED_HOOKS``: runs after a commit that queued rows."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config.get("NOTIFY_DISPATCH", True):
         dispatcher_for(app).kick()
 
 
-if kick_current_app not in incidents.QUEUED_HOOKS:
-    incidents.QUEUED_HOOKS.append(kick_current_app)
+if kick_current_app not in notifications.QUEUED_HOOKS:
+    notifications.QUEUED_HOOKS.append(kick_current_app)

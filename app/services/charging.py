@@ -416,6 +416,8 @@ def settle_session(
     charging.last_energy_wh = profile[-1].energy_wh
     charging.ended_at = ended_at
     charging.settled_at = now
+    for hook in ON_SETTLED:  # settled: status, reason, cost, energy and end are set
+        hook(session, charging, charging.refund_fen or 0)
     _display_balance(session, charging, now)
     return True
 
@@ -445,8 +447,6 @@ def _charge(session: Session, charging: ChargingSession, cost: int) -> int:
                         revenue_account_id=company.revenue_account_id,
                         property_company_id=company.id, reference=charging.public_id)
     charging.refund_fen = split.refund_fen or None
-    for hook in ON_SETTLED:
-        hook(session, charging, split.refund_fen)
     return charged
 
 

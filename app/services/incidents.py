@@ -24,8 +24,9 @@ Every piece of incident work in the bridge runs in its own SAVEPOINT and any exc
 logged, counted (``incident_failures``) and rolled back to that savepoint only: the alarm
 row, the stop command and the rest of the batch commit regardless. Notifications are rows
 queued in the same transaction and sent after the commit by another thread
-(``app.notify.dispatcher``) and retried by the jobs process (:func:`deliver_due`), so a
-slow or broken notifier never touches the batch.
+(``app.notify.dispatcher``) and retried by the jobs process
+(``app.services.notifications.deliver_due``), so a slow or broken notifier never touches
+the batch.
 
 Notifications and escalation
 ----------------------------
@@ -47,13 +48,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import bindparam, case, func, or_, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.config import Settings
@@ -95,6 +95,11 @@ from app.models import (
 from app.models.base import UTCDateTime, utcnow
 from app.models.operations import LOSS_KIND
 from app.services import access, charging, context, subscriptions
+from app.services.notifications import (  # noqa: F401  (deliver_due, QUEUED_HOOKS: here too)
+    QUEUED_HOOKS,
+    deliver_due,
+    run_queued_hooks,
+)
 from app.services.telemetry import (
     BATCH_HOOKS,
     BatchContext,
@@ -112,9 +117,6 @@ T = TypeVar("T")
 OPEN_SESSION_STATUSES = ("starting", "active", "stopping")
 UNRESOLVED = ("open", "acknowledged")
 PHONE = re.compile(r"^1[3-9]\d{9}$")
-
-# Run after a commit that queued notification rows (app.notify.dispatcher registers here).
-QUEUED_HOOKS: list[Callable[[], None]] = []
 
 # The detectors' prefilter (see _prefilter): during a charge, a socket at or above this
 # temperature, or one that rose this much since the previous reading, is looked at.
@@ -155,14 +157,6 @@ def safety_key(pile_id: int, port_no: int | None, kind: str) -> str:
 
 def loss_key(community_id: int, start: datetime, end: datetime) -> str:
     return f"loss:{community_id}:{start:%Y%m%dT%H%M%S%z}:{end:%Y%m%dT%H%M%S%z}"
-
-
-def run_queued_hooks() -> None:
-    for hook in QUEUED_HOOKS:
-        try:
-            hook()
-        except Exception:  # a lost kick costs latency (the job retries), never a message
-            log.exception("notification hook failed")
 
 
 # --------------------------------------------------------------------------- folding
@@ -424,73 +418,6 @@ def _queue(session: Session, incident: Incident, level: int, reason: str, now: d
     stmt = insert_ignoring_duplicates(session, IncidentNotification, ["dedup_key"])
     inserted = session.execute(stmt.returning(IncidentNotification.id), rows).all()
     return len(inserted)
-
-
-def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(10 * 2 ** (attempts - 1), 600))
-
-
-def deliver_due(uow: UnitOfWork, channels: Mapping[str, Any], *, now: datetime | None = None,
-                limit: int = 50, settings: Settings | None = None) -> Counter[str]:
-    """Send due notifications (at least once; ``X-EVC-Delivery`` etc. let receivers
-    de-duplicate). Rows are claimed first (``sending``) and committed, the requests are
-    made with no transaction open, each result is stored in a short transaction of its
-    own. A row left ``sending`` by a crash is claimed again after two minutes."""
-    from app.notify.base import DeliveryError, Message
-
-    settings = settings or context.settings()
-    now = now or utcnow()
-    session = uow.session
-    with uow:
-        rows = session.execute(
-            select(IncidentNotification).where(or_(
-                and_(IncidentNotification.status == "pending",
-                     IncidentNotification.next_attempt_at <= now),
-                and_(IncidentNotification.status == "sending",
-                     IncidentNotification.claimed_at < now - timedelta(minutes=2)),
-            )).order_by(IncidentNotification.id).limit(limit)
-            .with_for_update(skip_locked=True)
-        ).scalars().all()
-        claimed = []
-        for row in rows:
-            row.status, row.claimed_at, row.attempts = "sending", now, row.attempts + 1
-            claimed.append((row.id, row.channel, row.recipient, dict(row.payload),
-                            row.attempts))
-        uow.commit()
-    counts: Counter[str] = Counter()
-    for row_id, name, address, payload, attempts in claimed:
-        error: str | None = None
-        permanent = False
-        channel = channels.get(name)
-        if channel is None:
-            error, permanent = f"the {name} channel is not configured", True
-        else:
-            try:
-                channel.send(address, Message(row_id, payload))
-            except DeliveryError as exc:
-                error, permanent = str(exc), exc.permanent
-            except Exception as exc:  # a bug in a channel: record it, retry later
-                log.exception("notification %s via %s failed", row_id, name)
-                error = f"{exc.__class__.__name__}: {exc}"
-        with uow:
-            row = session.get(IncidentNotification, row_id)
-            assert row is not None
-            if error is None:
-                row.status, row.sent_at, row.last_error = "sent", utcnow(), None
-                counts["sent"] += 1
-            elif permanent or attempts >= settings.notify_max_attempts:
-                row.status, row.last_error = "failed", error[:300]
-                counts["failed"] += 1
-                log.error("notification %s via %s to %s failed for good: %s", row_id, name,
-                          address, error)
-            else:
-                row.status, row.last_error = "pending", error[:300]
-                row.next_attempt_at = now + _backoff(attempts)
-                counts["retry"] += 1
-                log.warning("notification %s via %s failed (attempt %d): %s", row_id, name,
-                            attempts, error)
-            uow.commit()
-    return counts
 
 
 def escalate_due(uow: UnitOfWork, *, now: datetime | None = None, limit: int = 200) -> int:

@@ -6,9 +6,10 @@ and accepts add up. The mini-program reports the result here; every accept is on
 in ``wechat_subscriptions``, and whoever sends such a message first claims a row
 (:func:`claim`): no row, no message (WeChat would refuse it with 43101 anyway).
 
-Spent today by: the alarm path (``app.services.incidents``: a resident whose charge an
-incident concerns gets the alarm template when they hold an unused accept for
-``NOTIFY_WECHAT_TEMPLATE_ID``). Charge-finished messages have no sender yet.
+Spent by: the alarm path (``app.services.incidents``: a resident whose charge an incident
+concerns gets the alarm template when they hold an unused accept for
+``NOTIFY_WECHAT_TEMPLATE_ID``), and the settlement (``app.services.charge_notices``: the
+charge-finished template, ``NOTIFY_WECHAT_CHARGE_FINISHED_TEMPLATE_ID``, once per session).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
  * wx.requestSubscribeMessage must run inside a tap handler; each accept lets the server
  * send ONE message, so the page asks again before each charge. The answers are told to
  * the server (POST /me/subscriptions): it stores one "credit" per accept and spends one per
- * message it sends (today: an alarm on the user's charge, with the alarm template).
+ * message it sends (an alarm on the user's charge; the charge finished, at settlement).
  */
 const config = require('./config')
 const api = require('./api')
