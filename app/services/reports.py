@@ -199,7 +199,7 @@ def daily_rows(session: Session, communities: Sequence[Community], first: date, 
             r.sessions += 1
             if e0 is not None and e1 is not None:
                 r.energy_wh += max(0, e1 - e0)
-        stop = ended or now
+        stop = min(ended or now, now)  # a pile whose clock runs ahead: no busy time yet to come
         d = max(first, _local_day(started, zones[cid]))
         while d <= last and d <= _local_day(stop, zones[cid]):
             p = periods[cid][d]

@@ -269,3 +269,15 @@ def test_bad_report_requests(world: World, api: ApiClient, url: str, status: int
                                                  b=world.b.community.id))
     assert res.status_code == status, res.get_json()
     assert set(res.get_json()) == {"code", "message", "details"}
+
+
+def test_busy_time_never_runs_past_now(world: World, march: dict[str, Any]) -> None:
+    """A session whose end lies ahead of the report's clock (a pile clock running fast)
+    counts busy time only up to now, so utilisation stays within the available time."""
+    from app.services import reports
+
+    day = bj(10, 0).date()
+    row = reports.daily_report(UnitOfWork(), world.a.actor, day, day,
+                               community_id=march["community"], now=bj(10, 11)).rows[0]
+    assert (row.busy_port_s, row.available_port_s) == (3600, 2 * 11 * 3600)
+    assert row.utilisation_per_mille == 45
