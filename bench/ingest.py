@@ -7,7 +7,11 @@
 One run, all on loopback, all torn down at the end:
 
 1. a fresh PostgreSQL database ``evc_bench_<random>`` built by the migrations, with
-   ``--piles`` piles x 10 ports registered through the services;
+   ``--piles`` piles x 10 ports registered through the services and a charge running
+   on every port (account, cash top-up, ``charging.open_session``, the pile's ``online``,
+   ``cmd_ack`` and ``config_ack`` through the bridge's service), so every meter reading
+   names its session and takes the plain ingest path (``--no-sessions``: readings with
+   power and no session, which the detectors must look at: the incident path's cost);
 2. a private Mosquitto with the project config (deploy/mosquitto: queue limits,
    persistence, ACL) on a free port, one platform account per client (the config
    forces client id = username, so every process needs its own account);
@@ -50,8 +54,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -85,20 +90,61 @@ def _launcher() -> ModuleType:
 # Started with "spawn": they import paho and the simulator only, never Flask.
 
 
-def generate(serials: list[str], count: int, readings: int | None,
-             seed: int) -> tuple[list[tuple[str, bytes]], int]:
-    """``count`` valid uplinks from random piles: (topic, payload) pairs, and readings."""
+@dataclass
+class Fleet:
+    """The bench's piles and the charging sessions running on every port.
+
+    Every port charges in a session opened through the services, so the readings
+    name a real session and take the plain ingest path (running cost), not the
+    detectors' "power with no session" path. ``energy`` is each port's counter,
+    carried from phase to phase so counters never go backwards."""
+
+    serials: list[str]
+    sessions: dict[str, list[str]]  # serial -> session public id of ports 1..N
+    energy: dict[str, list[int]]  # serial -> energy counter (Wh) of ports 1..N
+
+
+def _pile_clock() -> Callable[[], int]:
+    """Wall clock in ms, strictly increasing per pile (a pile never stamps two messages
+    with the same ms, so readings sort by time as they were taken)."""
+    from simulator.messages import now_ms
+
+    last = 0
+
+    def tick() -> int:
+        nonlocal last
+        last = max(now_ms(), last + 1)
+        return last
+    return tick
+
+
+def generate(fleet: Fleet, count: int, readings: int | None,
+             seed: int) -> tuple[list[tuple[str, bytes]], int, dict[str, list[int]]]:
+    """``count`` valid uplinks from random piles: (topic, payload) pairs, the number of
+    readings, and the energy counters after them (where the next phase starts).
+
+    Readings look like a charge: power within an e-bike charger's range, a socket
+    temperature that wanders by a few tenths of a degree around its own level, the
+    port's session id. Nothing in them is a safety finding."""
     from simulator.messages import MessageFactory, reading
 
     rng = random.Random(seed)
-    factories = [MessageFactory(s, rng=random.Random(rng.getrandbits(64))) for s in serials]
-    energy = {(s, p): rng.randrange(10_000, 900_000) for s in serials
-              for p in range(1, PORTS_PER_PILE + 1)}
+    serials = fleet.serials
+    factories = {s: MessageFactory(s, rng=random.Random(rng.getrandbits(64)),
+                                   clock=_pile_clock()) for s in serials}
+    energy = {s: list(fleet.energy[s]) for s in serials}
+    base_temp = {s: [random.Random(f"{s}/{p}").randint(250, 330)
+                     for p in range(1, PORTS_PER_PILE + 1)] for s in serials}
     statuses = ("idle", "plugged", "charging", "full")
+
+    def session_of(serial: str, port: int) -> str | None:
+        return fleet.sessions[serial][port - 1] if fleet.sessions[serial] else None
+
     out: list[tuple[str, bytes]] = []
     total_readings = 0
     for _ in range(count):
-        f = rng.choice(factories)
+        serial = rng.choice(serials)
+        f = factories[serial]
         kind = "meter" if readings else rng.choices(("meter", "heartbeat", "port_status"),
                                                     (70, 20, 10))[0]
         if kind == "meter":
@@ -107,12 +153,13 @@ def generate(serials: list[str], count: int, readings: int | None,
             rows = []
             for p in ports:
                 delta = rng.randint(0, 12)
-                energy[f.pile_id, p] += delta
+                energy[serial][p - 1] += delta
                 power = rng.randint(80, 900)
-                rows.append(reading(p, energy[f.pile_id, p], delta_wh=delta, power_w=power,
+                rows.append(reading(p, energy[serial][p - 1], delta_wh=delta, power_w=power,
                                     voltage_dv=rng.randint(2150, 2250),
                                     current_ma=power * 1000 // 220,
-                                    temp_dc=rng.randint(200, 450)))
+                                    temp_dc=base_temp[serial][p - 1] + rng.randint(-3, 3),
+                                    session_id=session_of(serial, p)))
             total_readings += len(rows)
             msg = f.meter(rows)
         elif kind == "heartbeat":
@@ -120,13 +167,14 @@ def generate(serials: list[str], count: int, readings: int | None,
                                              for _ in range(PORTS_PER_PILE)],
                               uptime_s=rng.randint(60, 10**6))
         else:
-            msg = f.port_status(port=rng.randint(1, PORTS_PER_PILE), status="charging",
-                                prev_status="plugged")
+            port = rng.randint(1, PORTS_PER_PILE)
+            msg = f.port_status(port=port, status="charging", prev_status="plugged",
+                                session_id=session_of(serial, port))
         out.append((msg.topic, f.encode(msg)))
-    return out, total_readings
+    return out, total_readings, energy
 
 
-def publisher_main(host: str, port: int, user: str, password: str, serials: list[str],
+def publisher_main(host: str, port: int, user: str, password: str, fleet: Fleet,
                    count: int, readings: int | None, seed: int, ready: Any, go: Any,
                    results: Any) -> None:
     """Pre-generate, wait for ``go``, publish everything with QoS 1, report when all acked."""
@@ -135,7 +183,7 @@ def publisher_main(host: str, port: int, user: str, password: str, serials: list
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    messages, total_readings = generate(serials, count, readings, seed)
+    messages, total_readings, energy = generate(fleet, count, readings, seed)
     acked = 0
     all_acked = threading.Event()
 
@@ -164,13 +212,13 @@ def publisher_main(host: str, port: int, user: str, password: str, serials: list
     results.put({"role": "publisher", "published": count, "acked": acked, "ok": ok,
                  "seconds": elapsed, "bytes": sum(len(p) for _, p in messages),
                  "readings": total_readings, "started_wall": started_wall,
-                 "done_wall": started_wall + elapsed})
+                 "done_wall": started_wall + elapsed, "energy": energy})
 
 
 def bare_main(host: str, port: int, user: str, password: str, counter: Any,
-              ready: Any, done: Any, results: Any) -> None:
+              ready: Any, done: Any, results: Any, receive_maximum: int) -> None:
     """A bare MQTT 5 subscriber as the bridge connects (persistent session, QoS 1,
-    manual ack, receive maximum 1000) that acks each message at once."""
+    manual ack, the bridge's receive maximum) that acks each message at once."""
     import threading
 
     import paho.mqtt.client as mqtt
@@ -196,12 +244,12 @@ def bare_main(host: str, port: int, user: str, password: str, counter: Any,
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5,
                          manual_ack=True)
     client.username_pw_set(user, password)
-    client.max_inflight_messages_set(1000)
+    client.max_inflight_messages_set(receive_maximum)
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.set()
     client.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = 1000
+    props.ReceiveMaximum = receive_maximum
     props.SessionExpiryInterval = 3600
     client.connect(host, port, keepalive=60, clean_start=False, properties=props)
     client.loop_start()
@@ -272,7 +320,7 @@ class Env:
     broker_port: int
     workdir: Path
     accounts: dict[str, str]
-    serials: list[str]
+    fleet: Fleet
     app: Any = None
     bridge_logs: list[Path] = field(default_factory=list)
 
@@ -301,15 +349,23 @@ def build_app(url: str) -> Any:
                                     password_hash_method="pbkdf2:sha256:1000"))
 
 
-def seed_piles(app: Any, piles: int) -> list[str]:
-    """Migrate, then register ``piles`` piles x 10 ports through the services."""
+BENCH_TARIFF = {"mode": "per_kwh", "energy_fen_per_kwh": 60, "service_fen_per_kwh": 40,
+                "minimum_charge_fen": 10}
+HOLD_FEN = 5_000  # per session (50 kWh at the bench tariff): far more than any run adds
+SEED_CHUNK = 50  # piles brought online and started per step (well inside their keepalive)
+
+
+def seed_piles(app: Any, piles: int, *, sessions: bool = True) -> Fleet:
+    """Migrate, then register ``piles`` piles x 10 ports through the services and, unless
+    ``sessions`` is false, start a charge on every port the way a real one starts."""
     import logging
 
     from flask_migrate import upgrade
 
     from app.domain.access import Actor, Role
     from app.extensions import db
-    from app.services import demo, places, users
+    from app.models.base import utcnow
+    from app.services import accounts, demo, places, tariffs, users, wallet
     from app.services.uow import UnitOfWork
 
     with app.app_context():
@@ -331,20 +387,137 @@ def seed_piles(app: Any, piles: int) -> list[str]:
                                            property_company_id=company.id)
         op = Actor(operator.id, Role.PROPERTY_OPERATOR, grid.id, company.id)
         serials: list[str] = []
+        account_of: dict[str, int] = {}
         community = None
         for i in range(piles):
             if i % 500 == 0:
                 community = places.create_community(
                     uow, op, property_company_id=company.id, name=f"Bench {i // 500}",
                     master_meter_serial=f"BMM{i // 500}")
+                tariffs.set_tariff(uow, op, community.id, BENCH_TARIFF,
+                                   utcnow() - timedelta(days=1))
             assert community is not None
             serial = f"B{i + 1:05d}"
             places.register_pile(uow, op, community_id=community.id, serial=serial,
                                  port_count=PORTS_PER_PILE)
             serials.append(serial)
+            if sessions:
+                account = accounts.create_charging_account(
+                    uow, op, community_id=community.id, account_no=f"139{i:08d}",
+                    pin="135790", holder_name=f"Bench {serial}")
+                wallet.record_cash_topup(uow, op, account.id,
+                                         amount_fen=HOLD_FEN * PORTS_PER_PILE,
+                                         request_id=f"bench-{serial}")
+                account_of[serial] = account.id
+        rng = random.Random(0)
+        fleet = Fleet(serials, {s: [] for s in serials},
+                      {s: [rng.randrange(10_000, 900_000) for _ in range(PORTS_PER_PILE)]
+                       for s in serials})
+        if sessions:
+            _in_threads(app, [
+                (lambda chunk=serials[i:i + SEED_CHUNK]: _start_sessions(fleet, chunk,
+                                                                         account_of))
+                for i in range(0, len(serials), SEED_CHUNK)])
         db.session.remove()
         db.engine.dispose()
-    return serials
+    return fleet
+
+
+def _in_threads(app: Any, jobs: list[Callable[[], None]], threads: int = 3) -> None:
+    """Run the set-up jobs (disjoint piles) on a few threads, each with its own app
+    context and database session: the set-up mostly waits for PostgreSQL."""
+    import queue
+    import threading
+
+    todo: queue.Queue[Callable[[], None]] = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        from app.extensions import db
+
+        with app.app_context():
+            try:
+                while not errors:
+                    try:
+                        job = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    job()
+            except BaseException as exc:  # re-raised in the caller
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    workers = [threading.Thread(target=work, name=f"bench-seed-{i}") for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _start_sessions(fleet: Fleet, serials: list[str], account_of: dict[str, int]) -> None:
+    """The piles come online (uplinks through the bridge's service), a charge is opened on
+    each port (hold, limits, start command: ``charging.open_session``), the piles ack the
+    start and their config. Runs inside an app context."""
+    from sqlalchemy import select
+
+    from app import protocol
+    from app.domain.charging import StartMethod
+    from app.extensions import db
+    from app.models import ChargingAccount, DownlinkCommand, Pile
+    from app.models.base import utcnow
+    from app.services import charging
+    from app.services.telemetry import PileDirectory, Uplink, apply_uplinks
+    from app.services.uow import UnitOfWork
+    from simulator.messages import MessageFactory
+
+    directory = PileDirectory()
+    factories = {s: MessageFactory(s, rng=random.Random(f"seed/{s}")) for s in serials}
+
+    def send(messages: list[Any]) -> None:
+        uplinks = [Uplink(m.type, m["pile_id"], protocol.validate_uplink(m.topic, dict(m)))
+                   for m in messages]
+        result = apply_uplinks(UnitOfWork(), uplinks, [], directory)
+        if result.counters.get("applied") != len(uplinks):
+            raise RuntimeError(f"bench set-up uplinks not applied: {result.counters}")
+
+    send([factories[s].online(conn=1, ports=[
+        {"port": p, "status": "plugged", "energy_wh": fleet.energy[s][p - 1],
+         "session_id": None, "local_id": None} for p in range(1, PORTS_PER_PILE + 1)])
+        for s in serials])
+    uow = UnitOfWork()
+    with uow:
+        session = uow.session
+        for serial in serials:
+            pile = session.execute(select(Pile).where(Pile.serial == serial)).scalar_one()
+            account = session.get(ChargingAccount, account_of[serial])
+            for port in sorted(pile.ports, key=lambda p: p.number):
+                opened = charging.open_session(session, pile=pile, port=port,
+                                               method=StartMethod.APP, now=utcnow(),
+                                               account=account, amount_fen=HOLD_FEN)
+                fleet.sessions[serial].append(opened.session.public_id)
+        uow.commit()
+        pending = session.execute(
+            select(DownlinkCommand.cmd_id, DownlinkCommand.msg_type, DownlinkCommand.payload,
+                   Pile.serial)
+            .join(Pile, Pile.id == DownlinkCommand.pile_id)
+            .where(Pile.serial.in_(serials), DownlinkCommand.status == "pending",
+                   DownlinkCommand.msg_type.in_(("start", "config")))).all()
+        db.session.rollback()
+    acks = []
+    for cmd_id, msg_type, payload, serial in pending:
+        f = factories[serial]
+        if msg_type == "start":
+            acks.append(f.cmd_ack(cmd_id=cmd_id, cmd="start", ok=True, port=payload["port"],
+                                  session_id=payload["session_id"],
+                                  energy_wh=fleet.energy[serial][payload["port"] - 1]))
+        else:
+            acks.append(f.config_ack(cmd_id=cmd_id, config_id=payload["config_id"], ok=True))
+    send(acks)
 
 
 def reset_telemetry(app: Any) -> None:
@@ -408,7 +581,7 @@ def _start_publisher(ctx: Any, env: Env, args: argparse.Namespace, seed: int,
     ready, go = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=publisher_main, daemon=True, args=(
         env.broker_host, env.broker_port, "evc-bench-pub", env.accounts["evc-bench-pub"],
-        env.serials, args.messages, args.readings, seed, ready, go, results))
+        env.fleet, args.messages, args.readings, seed, ready, go, results))
     proc.start()
     if not ready.wait(120):
         raise RuntimeError("publisher did not get ready")
@@ -429,6 +602,13 @@ def _get(results: Any, role: str, timeout: float) -> dict[str, Any]:
             results.put(item)
 
 
+def _published(env: Env, results: Any) -> dict[str, Any]:
+    """The publisher's report; the next phase's counters continue from its last readings."""
+    published = _get(results, "publisher", 600)
+    env.fleet.energy = published["energy"]
+    return published
+
+
 def _wait_progress(count: Any, expected: int, stall_s: float = 30.0) -> int:
     """Poll ``count()`` until it reaches ``expected`` or stops moving for ``stall_s``."""
     last, stall_deadline = -1, time.monotonic() + stall_s
@@ -445,6 +625,8 @@ def _wait_progress(count: Any, expected: int, stall_s: float = 30.0) -> int:
 
 def phase_bare(ctx: Any, env: Env, args: argparse.Namespace, members: int, mode: str,
                seed: int) -> Result:
+    from app.mqtt_bridge.worker import RECEIVE_MAXIMUM  # the same QoS 1 settings
+
     users = [f"evc-bench-bare-{i}" for i in range(1, members + 1)]
     results = ctx.Queue()
     done = ctx.Event()
@@ -453,14 +635,14 @@ def phase_bare(ctx: Any, env: Env, args: argparse.Namespace, members: int, mode:
         prepare_sessions(env, users, SHARE["bare"])
         pub, go = _start_publisher(ctx, env, args, seed, results)
         go.set()
-        published = _get(results, "publisher", 600)
+        published = _published(env, results)
     subs, counters = [], []
     for user in users:
         ready = ctx.Event()
         counter = ctx.RawValue("q", 0)
         proc = ctx.Process(target=bare_main, daemon=True, args=(
             env.broker_host, env.broker_port, user, env.accounts[user], counter,
-            ready, done, results))
+            ready, done, results, RECEIVE_MAXIMUM))
         proc.start()
         if not ready.wait(30):
             raise RuntimeError(f"bare subscriber {user} did not subscribe")
@@ -472,7 +654,7 @@ def phase_bare(ctx: Any, env: Env, args: argparse.Namespace, members: int, mode:
         go.set()
     _wait_progress(lambda: sum(c.value for c in counters), args.messages)
     if published is None:
-        published = _get(results, "publisher", 600)
+        published = _published(env, results)
     done.set()
     reports = [_get(results, "bare", 30) for _ in subs]
     for proc in (*subs, pub):
@@ -562,7 +744,7 @@ def phase_bridge(ctx: Any, env: Env, args: argparse.Namespace, members: int, mod
         prepare_sessions(env, users, SHARE["bridge"])
         pub, go = _start_publisher(ctx, env, args, seed, results)
         go.set()
-        published = _get(results, "publisher", 600)
+        published = _published(env, results)
     logs_before = len(env.bridge_logs)
     with bridge_workers(env, members, f"{mode}{members}"):
         if mode == "live":
@@ -570,7 +752,7 @@ def phase_bridge(ctx: Any, env: Env, args: argparse.Namespace, members: int, mod
             go.set()
         _wait_progress(lambda: inbox_state(env.app)[0], args.messages)
         if published is None:
-            published = _get(results, "publisher", 600)
+            published = _published(env, results)
         pub.join(10)
     wipe_sessions(env, users)
     count, first, last, readings = inbox_state(env.app)
@@ -659,6 +841,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2",
                    help="bridge worker counts to measure, comma-separated (default 1,2)")
     p.add_argument("--mode", choices=("live", "drain", "both"), default="both")
+    p.add_argument("--no-sessions", action="store_true",
+                   help="start no charges: readings carry power with no session id, so every "
+                        "port trips the detectors' 'power with no session' path (what this "
+                        "bench measured before sessions were added; the incident path's cost)")
     p.add_argument("--keep-logs", default=None, metavar="DIR",
                    help="keep broker and bridge logs here (default: a temp dir, removed)")
     args = p.parse_args(argv)
@@ -698,11 +884,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database {url.rsplit('/', 1)[1]}: migrations, {args.piles} piles x "
               f"{PORTS_PER_PILE} ports through the services ...", flush=True)
         app = build_app(url)
-        serials = seed_piles(app, args.piles)
+        fleet = seed_piles(app, args.piles, sessions=not args.no_sessions)
         print(f"  ready after {time.monotonic() - t0:.1f} s", flush=True)
         port, _proc = stack.enter_context(launcher.run_broker(
             workdir, accounts, platform_users=tuple(accounts)))
-        env = Env(url, "127.0.0.1", port, workdir, accounts, serials, app)
+        env = Env(url, "127.0.0.1", port, workdir, accounts, fleet, app)
         try:
             seed = 1
             bare_counts = sorted({1, *args.worker_counts})
@@ -722,8 +908,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
         broker_log = (workdir / "mosquitto.log").read_text(errors="replace")
-        sample, _ = generate(serials[:50], 500, args.readings, 0)
-        report(results, args, {"serials": serials, "port": port,
+        sample, _, _ = generate(fleet, 500, args.readings, 0)
+        report(results, args, {"serials": fleet.serials, "port": port,
                                "bytes_per_msg": sum(len(p) for _, p in sample) / len(sample)})
         if re.search(r"Outgoing messages are being dropped", broker_log):
             print("!! the broker logged dropped messages (queue limit)")

@@ -3,7 +3,8 @@
     python -m bench.ingest_profile                    # PostgreSQL, realistic mix
     python -m bench.ingest_profile --readings 10 --db sqlite
 
-Builds a fresh database like bench/ingest.py, pre-generates the same uplinks,
+Builds a fresh database like bench/ingest.py (a charge running on every port unless
+``--no-sessions``), pre-generates the same uplinks,
 and feeds them to ``BridgeWorker.process`` in batches of ``--batch`` (what the
 worker's ingest thread does with what paho delivers; acks are skipped, no
 broker). Prints messages/s and the functions with the most cumulative and
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--no-profile", action="store_true", help="time only")
+    p.add_argument("--no-sessions", action="store_true",
+                   help="readings with power and no session (the incident path)")
     args = p.parse_args(argv)
 
     with contextlib.ExitStack() as stack:
@@ -48,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             url = f"sqlite:///{tmp}/bench.sqlite3"
         app = build_app(url)
-        serials = seed_piles(app, args.piles)
+        fleet = seed_piles(app, args.piles, sessions=not args.no_sessions)
         if args.db == "postgresql":
             reset_telemetry(app)
-        messages, readings = generate(serials, args.messages, args.readings, seed=1)
+        messages, readings, _ = generate(fleet, args.messages, args.readings, seed=1)
 
         from app.mqtt_bridge.worker import BridgeWorker, Inbound
 

@@ -523,6 +523,8 @@ class Tariff:
             raise ValueError(f"not available for a {self.mode} tariff")
 
     def _price_at_us(self, at_us: int) -> int:
+        if not self.tou:  # flat: the same price every minute, no local time needed
+            return self.energy_fen_per_kwh or 0
         local = (_EPOCH + timedelta(microseconds=at_us)).astimezone(self.zone)
         return self._price_by_minute[local.hour * 60 + local.minute]
 
@@ -754,7 +756,10 @@ def _energy_share(
                 priced_wh += delta_wh * price
             continue
         billed_from = max(piece_start, free_end)
-        if piece_end > billed_from:
+        if piece_end - billed_from == duration:  # the whole interval: exactly delta_wh
+            billable_wh += delta_wh
+            priced_wh += delta_wh * price
+        elif piece_end > billed_from:
             share = Fraction(delta_wh * (piece_end - billed_from), duration)
             billable_wh += share
             priced_wh += share * price

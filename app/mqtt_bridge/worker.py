@@ -52,6 +52,12 @@ log = logging.getLogger("evc.bridge")
 
 UPLINK_FILTER = "piles/+/up/#"
 SESSION_EXPIRY_S = 24 * 3600  # the broker keeps our queue this long while we are away
+BATCH_MAX = 1000
+# MQTT 5 Receive Maximum: how many unacked QoS 1 messages the broker may have out to us.
+# Messages are acked only after their batch commits, so with a maximum equal to one
+# batch the broker stops sending while we commit; four batches keep the next ones
+# arriving meanwhile (bench/ingest.py; docs/broker.md).
+RECEIVE_MAXIMUM = 4 * BATCH_MAX
 
 
 @dataclass
@@ -130,7 +136,7 @@ class BridgeWorker:
         *,
         worker: str = "1",
         group: str = "bridge",
-        batch_max: int = 1000,
+        batch_max: int = BATCH_MAX,
         batch_wait_s: float = 0.01,
         outbox_interval_s: float = 0.2,
         session_expiry_s: int = SESSION_EXPIRY_S,
@@ -161,7 +167,7 @@ class BridgeWorker:
         if self.tls:
             self.client.tls_set()
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(RECEIVE_MAXIMUM)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -209,7 +215,7 @@ class BridgeWorker:
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry_s
-        props.ReceiveMaximum = 1000
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
                                   properties=props)
         self.client.loop_start()

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -879,68 +879,145 @@ def on_alarm_stop(ctx: BatchContext, pile_ref: PileRef, u: Uplink) -> None:
     ctx.nudge = True
 
 
+_RUNNING = ChargingSession.__table__
+_RUNNING_COLUMNS = (
+    _RUNNING.c.id, _RUNNING.c.public_id, _RUNNING.c.port_id, _RUNNING.c.status,
+    _RUNNING.c.stop_requested, _RUNNING.c.tariff_version_id, _RUNNING.c.running,
+    _RUNNING.c.start_energy_wh, _RUNNING.c.started_at, _RUNNING.c.cost_fen,
+    _RUNNING.c.last_energy_wh, _RUNNING.c.power_w, _RUNNING.c.peak_power_w,
+    _RUNNING.c.last_meter_at, _RUNNING.c.max_amount_fen, _RUNNING.c.max_energy_wh,
+    _RUNNING.c.max_minutes,
+)
+_OPEN = [s.value for s in OPEN_STATUSES]
+# PostgreSQL: one prepared statement whatever the number of sessions (an IN list of N
+# parameters is a new statement for every N), rows locked in id order.
+_PG_LOCK_RUNNING = (
+    select(*_RUNNING_COLUMNS)
+    .where(text("charging_sessions.public_id = ANY(CAST(:ids AS TEXT[]))"),
+           _RUNNING.c.status.in_(_OPEN))
+    .order_by(_RUNNING.c.id).with_for_update()
+)
+_PG_UPDATE_RUNNING = text("""
+    UPDATE charging_sessions AS s SET running = v.s_running, cost_fen = v.s_cost,
+        last_energy_wh = v.s_energy, power_w = v.s_power, peak_power_w = v.s_peak,
+        last_meter_at = v.s_at, start_energy_wh = v.s_start_energy
+    FROM json_to_recordset(CAST(:rows AS JSON))
+         AS v(s_id INTEGER, s_running JSON, s_cost INTEGER, s_energy BIGINT, s_power INTEGER,
+              s_peak INTEGER, s_at TIMESTAMPTZ, s_start_energy BIGINT)
+    WHERE s.id = v.s_id
+""")
+_UPDATE_RUNNING = (
+    update(_RUNNING).where(_RUNNING.c.id == bindparam("s_id")).values(
+        running=bindparam("s_running"), cost_fen=bindparam("s_cost"),
+        last_energy_wh=bindparam("s_energy"), power_w=bindparam("s_power"),
+        peak_power_w=bindparam("s_peak"), last_meter_at=bindparam("s_at"),
+        start_energy_wh=bindparam("s_start_energy"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a batch's new meter samples change on one running session."""
+
+    running: dict[str, Any] | None
+    cost_fen: int
+    last_energy_wh: int | None
+    power_w: int | None
+    peak_power_w: int | None
+    last_meter_at: datetime | None
+    start_energy_wh: int | None
+    stop: bool  # a limit is reached: the platform sends the stop itself
+
+
+def advance(row: Any, tariff: Tariff, samples: list[MeterSample]) -> Progress | None:
+    """Price the new samples (oldest first) of a session row; None if nothing changes.
+
+    Plain Python over the row's columns: the bridge computes every session of a batch
+    this way and writes them all in one statement."""
+    start_energy = row.start_energy_wh
+    if row.running is None:
+        if start_energy is None:
+            start_energy = samples[0].energy_wh
+        start_at = row.started_at or samples[0].at
+        running = RunningCost.begin(tariff, MeterSample(start_at, start_energy, 0))
+    else:
+        running = RunningCost.from_state(tariff, row.running)
+    fresh = [s for s in samples
+             if s.at >= running.last.at and s.energy_wh >= running.last.energy_wh]
+    if not fresh:
+        if start_energy == row.start_energy_wh:
+            return None
+        # the first samples predate the start: only the start reading is learnt
+        return Progress(row.running, row.cost_fen, row.last_energy_wh, row.power_w,
+                        row.peak_power_w, row.last_meter_at, start_energy, False)
+    running = running.add(fresh)
+    latest = fresh[-1]
+    cost = running.cost
+    stop = (row.status == SessionStatus.ACTIVE.value and not row.stop_requested
+            and limit_reached(SessionLimits(row.max_amount_fen, row.max_energy_wh,
+                                            row.max_minutes),
+                              energy_wh=cost.energy_wh, seconds=cost.seconds,
+                              cost_fen=cost.total_fen))
+    return Progress(running.to_state(), cost.total_fen, latest.energy_wh, latest.power_w,
+                    max(row.peak_power_w or 0, latest.power_w), latest.at, start_energy, stop)
+
+
 def update_running_sessions(ctx: BatchContext) -> None:
     """Meter reports of sessions in progress: live figures, and the platform's own stop
-    when the money, energy or time runs out (the pile should have stopped already)."""
+    when the money, energy or time runs out (the pile should have stopped already).
+
+    Hot path (every reading of a charge lands here): the sessions are read and written
+    as rows, one locking SELECT and one UPDATE per batch, no ORM objects; only a session
+    that must be stopped is loaded as one."""
     if not ctx.session_readings:
         return
     session = ctx.session
-    sessions = session.execute(
-        select(ChargingSession).where(
-            ChargingSession.public_id.in_(list(ctx.session_readings)),
-            ChargingSession.status.in_([s.value for s in OPEN_STATUSES]),
-        ).with_for_update()
-    ).scalars().all()
-    for charging in sessions:
-        readings = ctx.session_readings[charging.public_id]
+    readings, ctx.session_readings = ctx.session_readings, {}
+    session.flush()  # what the handlers changed through the ORM (acks, ends) is read below
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if is_pg:
+        rows = session.execute(_PG_LOCK_RUNNING, {"ids": list(readings)}).all()
+    else:
+        rows = session.execute(
+            select(*_RUNNING_COLUMNS)
+            .where(_RUNNING.c.public_id.in_(list(readings)), _RUNNING.c.status.in_(_OPEN))
+            .order_by(_RUNNING.c.id).with_for_update()).all()
+    if not rows:
+        return
+    tariffs = {version_id: Tariff.from_dict(rules) for version_id, rules in session.execute(
+        select(TariffVersion.id, TariffVersion.rules)
+        .where(TariffVersion.id.in_({r.tariff_version_id for r in rows})))}
+    changed: list[tuple[int, Progress]] = []
+    for row in rows:
         samples = sorted(
             (MeterSample(ms_to_datetime(u.body["ts"]), r["energy_wh"], r["power_w"])
-             for port_id, r, u in readings if port_id == charging.port_id),
+             for port_id, r, u in readings[row.public_id] if port_id == row.port_id),
             key=lambda s: s.at,
         )
         if not samples:
             continue
-        if _advance(session, charging, samples, ctx.now):
-            ctx.nudge = True
-    ctx.session_readings = {}
-
-
-def _advance(session: Session, charging: ChargingSession, samples: list[MeterSample],
-             now: datetime) -> bool:
-    """Price the new samples; returns whether a stop was sent."""
-    version = session.get(TariffVersion, charging.tariff_version_id)
-    assert version is not None
-    tariff = tariff_of(version)
-    if charging.running is None:
-        start_energy = charging.start_energy_wh
-        if start_energy is None:
-            start_energy = samples[0].energy_wh
-            charging.start_energy_wh = start_energy
-        start_at = charging.started_at or samples[0].at
-        running = RunningCost.begin(tariff, MeterSample(start_at, start_energy, 0))
+        progress = advance(row, tariffs[row.tariff_version_id], samples)
+        if progress is not None:
+            changed.append((row.id, progress))
+    if not changed:
+        return
+    values = [{"s_id": i, "s_running": p.running, "s_cost": p.cost_fen,
+               "s_energy": p.last_energy_wh, "s_power": p.power_w, "s_peak": p.peak_power_w,
+               "s_at": p.last_meter_at, "s_start_energy": p.start_energy_wh}
+              for i, p in changed]
+    if is_pg:
+        session.execute(_PG_UPDATE_RUNNING, {"rows": telemetry.pg_rows(values)})
     else:
-        running = RunningCost.from_state(tariff, charging.running)
-    fresh = [s for s in samples
-             if s.at >= running.last.at and s.energy_wh >= running.last.energy_wh]
-    if not fresh:
-        return False
-    running = running.add(fresh)
-    latest = fresh[-1]
-    cost = running.cost
-    charging.running = running.to_state()
-    charging.cost_fen = cost.total_fen
-    charging.last_energy_wh = latest.energy_wh
-    charging.power_w = latest.power_w
-    charging.peak_power_w = max(charging.peak_power_w or 0, latest.power_w)
-    charging.last_meter_at = latest.at
-    if charging.status != SessionStatus.ACTIVE.value or charging.stop_requested:
-        return False
-    limits = SessionLimits(charging.max_amount_fen, charging.max_energy_wh, charging.max_minutes)
-    if limit_reached(limits, energy_wh=cost.energy_wh, seconds=cost.seconds,
-                     cost_fen=cost.total_fen):
-        send_stop(session, charging, StopReason.BALANCE, now)
-        return True
-    return False
+        session.execute(_UPDATE_RUNNING, values)
+    ids = {i for i, _ in changed}
+    for obj in list(session.identity_map.values()):  # loaded earlier in this batch: stale now
+        if isinstance(obj, ChargingSession) and obj.id in ids:
+            session.expire(obj)
+    for session_id in sorted(i for i, p in changed if p.stop):
+        charging = session.get(ChargingSession, session_id)
+        assert charging is not None
+        send_stop(session, charging, StopReason.BALANCE, ctx.now)
+        ctx.nudge = True
 
 
 telemetry.BATCH_HOOKS.append(update_running_sessions)

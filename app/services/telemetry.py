@@ -6,14 +6,16 @@ rejects for the record. It never commits: ``apply_uplinks`` does, once, so the
 bridge can acknowledge the whole batch to the broker after that commit.
 
 Hot path: plain SQLAlchemy Core, no ORM objects. On PostgreSQL the bulk writes
-(inbox claims, meter readings, port meter state) are one ``unnest``
-statement each per batch, and the batch locks its piles in id order first so
-bridge workers sharing the load queue instead of deadlocking; on SQLite
-(one writer at a time anyway) they are executemany. bench/ingest.py measures it.
+(inbox claims, meter readings, port meter state) are one statement each per
+batch over ``json_to_recordset`` (all rows in one JSON parameter), and the batch
+locks its piles in id order first so bridge workers sharing the load queue
+instead of deadlocking; on SQLite (one writer at a time anyway) they are
+executemany. bench/ingest.py measures it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +111,18 @@ class PileDirectory:
         self._by_serial.pop(serial, None)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingStatus:
+    """A port status waiting to be written with the others of its run of messages."""
+
+    pile: PileRef
+    port_no: int
+    port_id: int
+    status: str
+    stamp: Stamp
+    event: dict[str, Any] | None  # the event to record if it applies
+
+
 @dataclass
 class BatchContext:
     """What handlers share while one batch is applied."""
@@ -124,6 +138,8 @@ class BatchContext:
     touched_piles: set[int] = field(default_factory=set)
     # piles whose heartbeat says "online": one UPDATE per batch in flush() (perf: bench/)
     heartbeat_piles: set[int] = field(default_factory=set)
+    # port_status messages not yet written: see queue_port_status / apply_port_statuses
+    port_statuses: list[PendingStatus] = field(default_factory=list)
     after_commit: list[Callable[[], Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     nudge: bool = False  # commands were queued: the outbox should run now
@@ -224,11 +240,14 @@ def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -
         outcomes[i] = Outcome.APPLIED
         uplink = uplinks[i]
         ctx.touched_piles.add(pile.id)
+        if ctx.port_statuses and uplink.msg_type not in DEFERS_PORT_STATUS:
+            apply_port_statuses(ctx)  # this handler sees the port state message by message
         handlers = HANDLERS.get(uplink.msg_type)
         if not handlers:
             ctx.event(pile, f"unhandled_{uplink.msg_type}")
         for handler in handlers or ():
             handler(ctx, pile, uplink)
+    apply_port_statuses(ctx)
     for hook in BATCH_HOOKS:
         hook(ctx)
     ctx.count("applied", sum(1 for o in outcomes if o is Outcome.APPLIED))
@@ -244,9 +263,10 @@ def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -
 def flush(ctx: BatchContext) -> None:
     """Write what the handlers accumulated so far, in bulk (safe to call repeatedly)."""
     session = ctx.session
+    apply_port_statuses(ctx)
     if ctx.meter_rows:
         if _is_postgresql(session):
-            _pg_insert_unnest(session, MeterReading.__table__, ctx.meter_rows)
+            _pg_insert_many(session, MeterReading.__table__, ctx.meter_rows)
         else:
             session.execute(MeterReading.__table__.insert(), ctx.meter_rows)
     if ctx.port_meter_updates:
@@ -268,17 +288,33 @@ def flush(ctx: BatchContext) -> None:
 
 
 # --- PostgreSQL bulk paths: one statement per batch instead of one per row -----------
+#
+# The rows travel as ONE JSON text parameter, unpacked by ``json_to_recordset``: the
+# stdlib's C encoder writes it, PostgreSQL parses it. Passing one array per column
+# instead made psycopg adapt (and for text, escape) every element in Python, which
+# cost more than the statements themselves (bench/ingest_profile.py).
 
 
 def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()  # aware UTC: PostgreSQL reads the offset
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def pg_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The JSON parameter of a ``json_to_recordset(CAST(:rows AS JSON))`` statement."""
+    return json.dumps(list(rows), default=_json_default, separators=(",", ":"))
+
+
 _PG_INBOX_CLAIM = text("""
     INSERT INTO pile_inbox (pile_id, boot_id, seq, msg_type, received_at)
     SELECT u.pile_id, u.boot_id, u.seq, u.msg_type, :received_at
-    FROM unnest(CAST(:pile_id AS BIGINT[]), CAST(:boot_id AS TEXT[]), CAST(:seq AS BIGINT[]),
-                CAST(:msg_type AS TEXT[])) AS u(pile_id, boot_id, seq, msg_type)
+    FROM json_to_recordset(CAST(:rows AS JSON))
+         AS u(pile_id BIGINT, boot_id TEXT, seq BIGINT, msg_type TEXT)
     ON CONFLICT (pile_id, boot_id, seq) DO NOTHING
     RETURNING pile_id, boot_id, seq
 """)
@@ -302,41 +338,38 @@ def _claim_inbox(session: Session, claims: list[dict[str, Any]]) -> set[tuple[An
             stmt.returning(PileInbox.pile_id, PileInbox.boot_id, PileInbox.seq), claims).all()}
     session.execute(_PG_LOCK_PILES, {"ids": sorted({c["pile_id"] for c in claims})})
     rows = session.execute(_PG_INBOX_CLAIM, {
-        "pile_id": [c["pile_id"] for c in claims], "boot_id": [c["boot_id"] for c in claims],
-        "seq": [c["seq"] for c in claims], "msg_type": [c["msg_type"] for c in claims],
+        "rows": pg_rows({"pile_id": c["pile_id"], "boot_id": c["boot_id"], "seq": c["seq"],
+                         "msg_type": c["msg_type"]} for c in claims),
         "received_at": claims[0]["received_at"],
     }).all()
     return {tuple(row) for row in rows}
 
 
 @cache
-def _pg_unnest_insert_sql(table: Table, keys: tuple[str, ...]) -> TextClause:
+def _pg_insert_sql(table: Table, keys: tuple[str, ...]) -> TextClause:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        f"CAST(:{k} AS {table.c[k].type.compile(dialect=dialect)}[])" for k in keys)
-    return text(f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT * FROM unnest({arrays})")
+    columns = ", ".join(f"{k} {table.c[k].type.compile(dialect=dialect)}" for k in keys)
+    names = ", ".join(keys)
+    return text(f"INSERT INTO {table.name} ({names}) SELECT {names} "
+                f"FROM json_to_recordset(CAST(:rows AS JSON)) AS v({columns})")
 
 
-def _pg_insert_unnest(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``INSERT … SELECT * FROM unnest(arrays)``: scalar columns only, aware datetimes."""
-    keys = tuple(rows[0])
-    session.execute(_pg_unnest_insert_sql(table, keys),
-                    {k: [row[k] for row in rows] for k in keys})
+def _pg_insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT … SELECT … FROM json_to_recordset(:rows)``: scalar columns, aware datetimes."""
+    session.execute(_pg_insert_sql(table, tuple(rows[0])), {"rows": pg_rows(rows)})
 
 
 _PG_PORT_METER_UPDATE = text("""
-    UPDATE ports AS p SET energy_wh = v.energy, power_w = v.power, voltage_dv = v.voltage,
-        current_ma = v.current, temp_dc = v.temp, meter_boot_id = v.boot, meter_seq = v.seq,
-        meter_ts = v.ts
-    FROM unnest(CAST(:id AS BIGINT[]), CAST(:energy AS BIGINT[]), CAST(:power AS INTEGER[]),
-                CAST(:voltage AS INTEGER[]), CAST(:current AS INTEGER[]),
-                CAST(:temp AS INTEGER[]), CAST(:boot AS TEXT[]), CAST(:seq AS BIGINT[]),
-                CAST(:ts AS BIGINT[]))
-         AS v(id, energy, power, voltage, current, temp, boot, seq, ts)
-    WHERE p.id = v.id
+    UPDATE ports AS p SET energy_wh = v.p_energy, power_w = v.p_power,
+        voltage_dv = v.p_voltage, current_ma = v.p_current, temp_dc = v.p_temp,
+        meter_boot_id = v.p_boot, meter_seq = v.p_seq, meter_ts = v.p_ts
+    FROM json_to_recordset(CAST(:rows AS JSON))
+         AS v(p_id BIGINT, p_energy BIGINT, p_power INTEGER, p_voltage INTEGER,
+              p_current INTEGER, p_temp INTEGER, p_boot TEXT, p_seq BIGINT, p_ts BIGINT)
+    WHERE p.id = v.p_id
       AND (p.meter_boot_id IS NULL
-           OR (p.meter_boot_id = v.boot AND p.meter_seq < v.seq)
-           OR (p.meter_boot_id <> v.boot AND p.meter_ts < v.ts))
+           OR (p.meter_boot_id = v.p_boot AND p.meter_seq < v.p_seq)
+           OR (p.meter_boot_id <> v.p_boot AND p.meter_ts < v.p_ts))
 """)
 
 
@@ -353,14 +386,7 @@ def _pg_update_port_meters(session: Session, updates: list[dict[str, Any]]) -> N
                                              current["p_ts"]),
                                        Stamp(row["p_boot"], row["p_seq"], row["p_ts"])):
             newest[row["p_id"]] = row
-    rows = list(newest.values())
-    session.execute(_PG_PORT_METER_UPDATE, {
-        name: [r[key] for r in rows]
-        for name, key in (("id", "p_id"), ("energy", "p_energy"), ("power", "p_power"),
-                          ("voltage", "p_voltage"), ("current", "p_current"),
-                          ("temp", "p_temp"), ("boot", "p_boot"), ("seq", "p_seq"),
-                          ("ts", "p_ts"))
-    })
+    session.execute(_PG_PORT_METER_UPDATE, {"rows": pg_rows(newest.values())})
 
 
 def record_rejects(ctx: BatchContext, rejected: list[Rejected]) -> None:
@@ -429,6 +455,73 @@ def set_port_status(ctx: BatchContext, pile: PileRef, port_no: int, status: str,
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+# Message types whose handlers neither read nor write port status: a run of them lets
+# the port_status messages among them be written together (one SELECT, one UPDATE).
+DEFERS_PORT_STATUS = frozenset({"port_status", "meter", "heartbeat"})
+
+_PG_PORT_STATUS_STATE = text("SELECT id, status_boot_id, status_seq, status_ts FROM ports "
+                             "WHERE id = ANY(CAST(:ids AS BIGINT[]))")
+_PG_PORT_STATUS_UPDATE = text("""
+    UPDATE ports AS p SET status = v.p_status, status_changed_at = :p_at,
+        status_boot_id = v.p_boot, status_seq = v.p_seq, status_ts = v.p_ts
+    FROM json_to_recordset(CAST(:rows AS JSON))
+         AS v(p_id BIGINT, p_status TEXT, p_boot TEXT, p_seq BIGINT, p_ts BIGINT)
+    WHERE p.id = v.p_id
+      AND (p.status_boot_id IS NULL
+           OR (p.status_boot_id = v.p_boot AND p.status_seq < v.p_seq)
+           OR (p.status_boot_id <> v.p_boot AND p.status_ts < v.p_ts))
+""")
+
+
+def queue_port_status(ctx: BatchContext, pile: PileRef, port_no: int, status: str,
+                      uplink: Uplink, event: dict[str, Any] | None = None) -> None:
+    """set_port_status, written later with the rest of its run (apply_port_statuses):
+    a per-message UPDATE was a fifth of the bridge's time (bench/ingest.py)."""
+    port_id = pile.ports.get(port_no)
+    if port_id is None:
+        ctx.count("unknown_port")
+        ctx.event(pile, "unknown_port", port=port_no)
+        return
+    ctx.port_statuses.append(PendingStatus(pile, port_no, port_id, status, uplink.stamp,
+                                           event))
+
+
+def apply_port_statuses(ctx: BatchContext) -> None:
+    """Write the queued port statuses with exactly the outcome of writing them one by one
+    in message order: each applies if newer (``is_newer``, the SQL guard's twin) than the
+    port's state at that point, and records its event only then. The batch holds its
+    piles' locks, so the state read here is the state the updates meet."""
+    if not ctx.port_statuses:
+        return
+    pending, ctx.port_statuses = ctx.port_statuses, []
+    session = ctx.session
+    ids = sorted({p.port_id for p in pending})
+    port = Port.__table__.c
+    if _is_postgresql(session):
+        rows = session.execute(_PG_PORT_STATUS_STATE, {"ids": ids}).all()
+    else:
+        rows = session.execute(select(port.id, port.status_boot_id, port.status_seq,
+                                      port.status_ts).where(port.id.in_(ids))).all()
+    state: dict[int, Stamp | None] = {
+        port_id: Stamp(boot, seq, ts) if boot is not None else None
+        for port_id, boot, seq, ts in rows}
+    newest: dict[int, PendingStatus] = {}
+    for p in pending:
+        if p.port_id in state and is_newer(state[p.port_id], p.stamp):
+            state[p.port_id] = p.stamp
+            newest[p.port_id] = p
+            if p.event is not None:
+                ctx.event(p.pile, "port_status", p.port_no, **p.event)
+    if not newest:
+        return
+    values = [{"p_id": p.port_id, "p_status": p.status, "p_boot": p.stamp.boot_id,
+               "p_seq": p.stamp.seq, "p_ts": p.stamp.ts_ms} for p in newest.values()]
+    if _is_postgresql(session):
+        session.execute(_PG_PORT_STATUS_UPDATE, {"rows": pg_rows(values), "p_at": ctx.now})
+    else:
+        session.execute(_PORT_STATUS_UPDATE, [{**v, "p_at": ctx.now} for v in values])
+
+
 # --- the handlers of the telemetry messages -------------------------------------------
 
 
@@ -476,9 +569,9 @@ def on_heartbeat(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
 @handles("port_status")
 def on_port_status(ctx: BatchContext, pile: PileRef, u: Uplink) -> None:
     b = u.body
-    if set_port_status(ctx, pile, b["port"], b["status"], u):
-        ctx.event(pile, "port_status", b["port"], status=b["status"], prev=b["prev_status"],
-                  session=b["session_id"] or b["local_id"], fault=b["fault_code"])
+    queue_port_status(ctx, pile, b["port"], b["status"], u, event={
+        "status": b["status"], "prev": b["prev_status"],
+        "session": b["session_id"] or b["local_id"], "fault": b["fault_code"]})
 
 
 @handles("meter")

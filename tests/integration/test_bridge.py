@@ -278,3 +278,52 @@ def test_a_message_whose_handler_fails_is_isolated_and_the_bridge_lives(
         pile.publish(later.topic, f.encode(later))
         wait_until(lambda: db.session.scalar(select(func.count()).select_from(PileInbox)) == 3)
         pile.close()
+
+
+def test_a_batch_writes_port_statuses_as_if_one_by_one(app: Flask, world: Any) -> None:
+    """port_status messages are written together per run of messages (one UPDATE); state
+    and events are exactly those of applying the same stream one message per batch."""
+    import itertools
+
+    from app.services.telemetry import PileDirectory, Uplink, apply_uplinks
+    from app.services.uow import UnitOfWork
+
+    def stream(serial: str) -> list[Any]:
+        f = MessageFactory(serial, rng=random.Random(3),
+                           clock=itertools.count(1_700_000_000_000, 1000).__next__)
+        m1 = f.port_status(port=1, status="plugged", prev_status="idle")
+        m2 = f.port_status(port=1, status="charging", prev_status="plugged")
+        m3 = f.port_status(port=2, status="plugged", prev_status="idle")
+        m4 = f.port_status(port=2, status="charging", prev_status="plugged")
+        ack = f.cmd_ack(cmd_id="unknown-cmd-1", cmd="stop", ok=True)  # not deferrable
+        f.new_boot()
+        m5 = f.port_status(port=1, status="idle", prev_status="full")
+        beat = f.heartbeat(port_statuses=["idle", "charging"], uptime_s=5)
+        # arrival order: an older message after a newer one, a new boot before a late one
+        return [m2, m1, m3, beat, ack, m5, m4, m1]
+
+    def apply(messages: list[Any]) -> None:
+        uplinks = [Uplink(m.type, m["pile_id"], protocol.validate_uplink(m.topic, dict(m)))
+                   for m in messages]
+        apply_uplinks(UnitOfWork(), uplinks, [], PileDirectory())
+
+    batched, one_by_one = world.a.pile, world.b.pile
+    apply(stream(batched.serial))
+    for message in stream(one_by_one.serial):
+        apply([message])
+
+    def outcome(pile_id: int) -> tuple[Any, ...]:
+        ports = {p.id: p.number for p in db.session.get(Pile, pile_id).ports}
+        states = sorted((p.number, p.status, p.status_seq, p.status_ts)
+                        for p in db.session.get(Pile, pile_id).ports)
+        events = [(e.kind, ports.get(e.port_id), (e.detail or {}).get("status"))
+                  for e in db.session.execute(select(PileEvent).where(
+                      PileEvent.pile_id == pile_id).order_by(PileEvent.id)).scalars()]
+        return states, events
+
+    states, events = outcome(batched.id)
+    assert (states, events) == outcome(one_by_one.id)
+    assert [e for e in events if e[0] == "port_status"] == [
+        ("port_status", 1, "charging"), ("port_status", 2, "plugged"),
+        ("port_status", 1, "idle"), ("port_status", 2, "charging")]
+    assert [s[1] for s in states[:2]] == ["idle", "charging"]
