@@ -132,3 +132,16 @@ def api(client: FlaskClient) -> Any:
     from tests.factories import ApiClient
 
     return ApiClient(client)
+
+
+@pytest.fixture
+def wechat(app: Flask) -> Iterator[Any]:
+    """A local stand-in for WeChat's API (login, phone numbers), wired into the app."""
+    import dataclasses
+
+    from tests.support.fake_wechat import running_fake_wechat
+
+    s = app.config["SETTINGS"]
+    with running_fake_wechat(s.wechat_appid, s.wechat_secret) as fake:
+        app.config["SETTINGS"] = dataclasses.replace(s, wechat_api_base_url=fake.url)
+        yield fake

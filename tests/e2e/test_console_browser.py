@@ -21,7 +21,7 @@ from flask import Flask
 
 from app.services.broker_auth import pile_mqtt_password
 from tests.e2e.conftest import Site
-from tests.e2e.helpers import port_status
+from tests.e2e.helpers import port_status, settled
 from tests.factories import PASSWORD
 from tests.support.bridge import wait_until
 from tests.support.web import serving
@@ -264,3 +264,26 @@ def test_a_cash_top_up_at_the_office_shows_in_the_balance_and_history(
     expect(console.page.locator("#toast.error")).to_contain_text("yuan")
     expect(available).to_have_text("¥62.50")
     console.shot("account")
+
+
+def test_an_operator_stops_a_charge_remotely_and_the_pile_settles_it(
+        console: Console, site: Site) -> None:
+    expect = _expect()
+    wait_until(lambda: site.pile.connected)
+    site.pile.plug(1)
+    wait_until(lambda: port_status(site.pile_id, 1) == "plugged")
+    res = site.phone.post("/api/v1/charging-sessions", json={
+        "charging_account_id": site.account_id, "port_code": site.port_codes[1],
+        "max_amount_fen": 1000})
+    assert res.status_code == 201, res.get_json()
+    session_id = res.get_json()["session_id"]
+    site.pile.advance(120)
+    console.log_in("op_a")
+    console.go(f"pile/{site.pile_id}")
+    console.page.on("dialog", lambda d: d.accept())
+    console.page.click(f'button[data-stop="{session_id}"]')
+    expect(console.page.locator("#toast.ok")).to_contain_text("Stop sent")
+    ended = wait_until(lambda: settled(session_id), timeout=20)
+    assert ended.stop_reason == "operator"
+    assert [m for m in site.pile.received if m.get("type") == "stop"]
+    expect(console.page.locator(f'button[data-stop="{session_id}"]')).to_have_count(0)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from flask import Flask
 
 from app.extensions import db
 from app.models import SharedToken, User
 from tests.factories import PASSWORD, PIN
-from tests.support.fake_wechat import FakeWeChat, running_fake_wechat
-
-
-@pytest.fixture
-def wechat(app: Flask) -> Iterator[FakeWeChat]:
-    s = app.config["SETTINGS"]
-    with running_fake_wechat(s.wechat_appid, s.wechat_secret) as fake:
-        app.config["SETTINGS"] = dataclasses.replace(s, wechat_api_base_url=fake.url)
-        yield fake
+from tests.support.fake_wechat import FakeWeChat
 
 
 def test_wechat_login_creates_a_resident_once(world: Any, api: Any, wechat: FakeWeChat) -> None:

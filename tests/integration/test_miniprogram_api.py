@@ -38,7 +38,7 @@ from tests.integration.test_ops_support import (
     notify_settings,
     start_session,
 )
-from tests.support.fake_wechat import FakeWeChat, running_fake_wechat
+from tests.support.fake_wechat import FakeWeChat
 from tests.support.http_capture import CaptureServer, capture_server
 
 API = "/api/v1"
@@ -351,12 +351,6 @@ def test_no_accept_no_message_to_the_resident(app: Flask, world: World, api: Api
 # --- POST /auth/me/phone ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def wechat(app: Flask) -> Iterator[FakeWeChat]:
-    s = app.config["SETTINGS"]
-    with running_fake_wechat(s.wechat_appid, s.wechat_secret) as fake:
-        app.config["SETTINGS"] = dataclasses.replace(s, wechat_api_base_url=fake.url)
-        yield fake
 
 
 def _phone_of(openid: str) -> tuple[str | None, datetime | None]:

@@ -4,13 +4,14 @@
 //                   "new community" for the platform admin and property operators
 //   #/community/ID  details + edit, buildings/sheds, piles, "register pile" (the MQTT
 //                   password is shown once) and a live view of every port (5 s refresh)
-//   #/pile/ID       details + edit, ports with their QR codes (SVG/PNG, printable labels)
-//                   and the pile's history (status changes, alarms, incidents, sessions,
+//   #/pile/ID       details + edit, sessions in progress (remote stop), ports with their QR
+//                   codes (SVG/PNG, printable labels) and the pile's history (status changes, alarms, incidents, sessions,
 //                   energy per day)
 //
 // Endpoints: GET/POST /communities, GET/PATCH /communities/{id}, GET /property-companies,
 // GET/POST /communities/{id}/buildings, PATCH/DELETE /buildings/{id}, GET/POST /piles,
-// GET/PATCH /piles/{id}, GET /piles/{id}/history, GET /ports/{id}/qr.svg and qr.png.
+// GET/PATCH /piles/{id}, GET /piles/{id}/history, GET /ports/{id}/qr.svg and qr.png,
+// GET /charging-sessions?community_id&status and POST /charging-sessions/{id}/stop.
 // Who may change what is the API's decision; forms are only hidden from read-only roles.
 
 import * as api from '../api.js';
@@ -329,10 +330,32 @@ async function pilePage(root, ctx, id, query) {
       section('概况 Details', pileDetails(pile, community, buildings)),
       ctx.manages() ? section('修改 Edit', editPileForm(pile, buildings, rerender)) : null),
     noPrint(section('端口 Ports', portsTable(pile))),
+    noPrint(section('充电中 Charging now', await activeSessions(ctx, pile))),
     qrSection(pile, community, urls),
     noPrint(section('历史 History', historyBox)));
 
   await showHistory(historyBox, pile, query);
+}
+
+/** The pile's sessions in progress; staff who manage the community may stop one remotely
+ * (POST /charging-sessions/{id}/stop: the pile cuts power, its end report settles the bill). */
+async function activeSessions(ctx, pile) {
+  const open = (await Promise.all(['starting', 'active'].map((status) => api.get('/charging-sessions',
+    { community_id: pile.community_id, status, limit: 200 })))).flat()
+    .filter((s) => s.pile_id === pile.id);
+  const portNo = Object.fromEntries(pile.ports.map((p) => [p.id, p.number]));
+  const stop = async (s) => {
+    if (!window.confirm(`停止 ${portNo[s.port_id]} 号口的充电？ Stop charging on port ${portNo[s.port_id]}?`)) return;
+    await act(() => api.post(`/charging-sessions/${s.session_id}/stop`), '已发送停止指令 Stop sent to the pile');
+    setTimeout(rerender, 1500);
+  };
+  return table(open.sort((a, b) => portNo[a.port_id] - portNo[b.port_id]), [
+    ['端口 Port', (s) => `#${portNo[s.port_id]}`], ['会话 Session', (s) => h('code', s.session_id)],
+    ['方式 Method', (s) => s.method], ['状态 Status', (s) => badge(s.status, s.status === 'active' ? 'charging' : s.status)],
+    ['开始 Started', (s) => when(s.started_at)], ['费用 Cost so far', (s) => yuan(s.cost_fen)],
+    ['', (s) => (ctx.manages() ? h('button.danger', { type: 'button', dataset: { stop: s.session_id },
+      onclick: () => stop(s).catch(() => null) }, '远程停止 Stop') : '')],
+  ], { empty: '没有正在充电的端口 No port is charging.' });
 }
 
 function pileDetails(p, community, buildings) {
