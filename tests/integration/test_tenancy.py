@@ -440,7 +440,7 @@ def _id_routes(app: Flask) -> set[tuple[str, str]]:
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
         # The API's routes: the console is static files over the API, and /q/<code> (what
-        # a QR code opens outside WeChat) shows only public facts (test_port_landing.py).
+        # a QR code opens outside WeChat) shows only public facts (test_web_pages.py).
         if rule.arguments and rule.rule.startswith(f"{API}/")
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }

@@ -1,4 +1,5 @@
-"""``/q/<code>``: what a phone camera (not WeChat) opens from a port's QR code."""
+"""The pages served as HTML: ``/q/<code>`` (what a phone camera, not WeChat, opens from a
+port's QR code) and the console's shell."""
 
 from __future__ import annotations
 
@@ -54,3 +55,13 @@ def test_every_tariff_mode_reads_as_a_price_list() -> None:
         {"min_w": 400, "max_w": 1200, "fen_per_hour": 120}]})
     assert describe(tiers) == ["功率 0–400 W：0.30 元/小时", "功率 400–1200 W：1.20 元/小时",
                                "前 5 分钟免费"]
+
+
+def test_the_console_shell_runs_only_its_own_scripts(client: FlaskClient) -> None:
+    res = client.get("/console/")
+    assert res.status_code == 200
+    csp = res.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    page = res.get_data(as_text=True)
+    assert '<script type="module" src="/console/static/js/app.js">' in page
+    assert client.get("/").headers["Location"].endswith("/console/")
