@@ -95,11 +95,7 @@ from app.models import (
 from app.models.base import UTCDateTime, utcnow
 from app.models.operations import LOSS_KIND
 from app.services import access, charging, context, subscriptions
-from app.services.notifications import (  # noqa: F401  (deliver_due, QUEUED_HOOKS: here too)
-    QUEUED_HOOKS,
-    deliver_due,
-    run_queued_hooks,
-)
+from app.services.notifications import run_queued_hooks
 from app.services.telemetry import (
     BATCH_HOOKS,
     BatchContext,

@@ -59,7 +59,8 @@ from app.domain.safety import Severity
 from app.models import Community, LossCheck, MasterMeterReading, MeterReading, Pile, Port
 from app.models.base import utcnow
 from app.services import access, context
-from app.services.incidents import open_loss_incident, run_queued_hooks
+from app.services.incidents import open_loss_incident
+from app.services.notifications import run_queued_hooks
 from app.services.uow import UnitOfWork
 
 log = logging.getLogger(__name__)

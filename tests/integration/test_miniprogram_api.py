@@ -27,7 +27,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.notify import build_channels
 from app.notify.dispatcher import dispatcher_for
-from app.services import incidents, places, tariffs
+from app.services import notifications, places, tariffs
 from app.services.subscriptions import MAX_UNUSED_PER_TEMPLATE
 from app.services.uow import UnitOfWork
 from tests.factories import TEST_TARIFF, ApiClient, World, resident
@@ -317,8 +317,8 @@ def test_an_alarm_on_my_charge_spends_my_accepted_alarm_message(
     assert spent.used_at is not None and spent.used_for == f"incident:{incident.id}"
     db.session.rollback()
 
-    counts = incidents.deliver_due(UnitOfWork(),
-                                   build_channels(app.config["SETTINGS"], db.session))
+    counts = notifications.deliver_due(UnitOfWork(),
+                                       build_channels(app.config["SETTINGS"], db.session))
     assert counts["sent"] >= 2
     [send] = capture.matching(lambda r: r.path == "/cgi-bin/message/subscribe/send"
                               and r.json()["touser"] == "openid-charger-2")

@@ -23,7 +23,7 @@ from app.models.base import utcnow
 from app.notify import build_channels
 from app.notify.dispatcher import dispatcher_for
 from app.notify.webhook import verify
-from app.services import incidents
+from app.services import incidents, notifications
 from app.services.uow import UnitOfWork
 from tests.factories import World
 from tests.integration.test_ops_support import (
@@ -70,7 +70,7 @@ def _rows() -> list[IncidentNotification]:
 
 def _deliver(app: Flask, now: Any = None) -> dict[str, int]:
     db.session.rollback()
-    return dict(incidents.deliver_due(
+    return dict(notifications.deliver_due(
         UnitOfWork(), build_channels(app.config["SETTINGS"], db.session), now=now))
 
 
