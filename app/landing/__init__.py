@@ -23,8 +23,6 @@ STATUS_WORDS = {"idle": "空闲，可以充电", "plugged": "已插枪", "chargi
 @bp.get("/q/<string:code>")
 def port_landing(code: str) -> tuple[str, int] | str:
     try:
-        if len(code) > 16:
-            raise NotFound("no such port")
         found = places.public_port(UnitOfWork(), code)
     except NotFound:
         return render_template("landing/port.html", port=None), 404

@@ -32,6 +32,7 @@ from app.services.uow import UnitOfWork
 
 # Crockford-style alphabet without look-alikes, for codes printed under QR codes.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+PUBLIC_CODE_MAX = 16  # ports.public_code is VARCHAR(16)
 
 
 def new_port_code() -> str:
@@ -211,6 +212,8 @@ def update_pile(uow: UnitOfWork, actor: Actor, pile_id: int, changes: dict[str, 
 
 def port_by_code(uow: UnitOfWork, code: str) -> Port:
     """The public view behind a QR code; anyone holding the code may look."""
+    if len(code) > PUBLIC_CODE_MAX:  # longer than any code: no such port (no DB round trip)
+        raise NotFound("no such port")
     port = uow.session.execute(
         select(Port).where(Port.public_code == code.strip().upper())
     ).scalar_one_or_none()
