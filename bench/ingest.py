@@ -323,6 +323,7 @@ class Env:
     fleet: Fleet
     app: Any = None
     bridge_logs: list[Path] = field(default_factory=list)
+    broker_pid: int | None = None
 
 
 @contextlib.contextmanager
@@ -549,6 +550,71 @@ def inbox_state(app: Any) -> tuple[int, Any, Any, int]:
     return int(row[0]), row[1], row[2], int(readings)
 
 
+# ================================================================== CPU
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a local process and all its threads (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_children(pids: list[int]) -> list[int]:
+    """The processes and their descendants (a bridge worker's MQTT link process)."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent_of[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = set(pids)
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parent_of.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(found)
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL process on this machine (backends, WAL writer, checkpointer)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """Where the two cores went while the consumers ran: CPU seconds of the consumer
+    processes (with their children: a bridge worker's MQTT link), the broker and
+    PostgreSQL between two snapshots, per message consumed in between. A process that
+    exits in between loses its share (none does here)."""
+
+    def __init__(self, env: Env, consumer_pids: list[int], consumed: int) -> None:
+        self.env, self.consumer_pids = env, consumer_pids
+        self.consumed = consumed
+        self.before = self._snapshot()
+
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        broker = [self.env.broker_pid] if self.env.broker_pid else []
+        return {"consumer": {p: _cpu_s(p) for p in _with_children(self.consumer_pids)},
+                "broker": {p: _cpu_s(p) for p in broker},
+                "postgres": {p: _cpu_s(p) for p in _postgres_pids()}}
+
+    def per_message_us(self, consumed: int) -> dict[str, float]:
+        after = self._snapshot()
+        n = max(consumed - self.consumed, 1)
+        return {role: sum(cpu - self.before[role].get(pid, 0.0)
+                          for pid, cpu in after[role].items()) / n * 1e6
+                for role in after}
+
+
 # ================================================================== phases
 
 
@@ -562,6 +628,7 @@ class Result:
     readings: int
     publisher_rate: float
     note: str = ""
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU µs per message, by role
 
     @property
     def name(self) -> str:
@@ -648,11 +715,13 @@ def phase_bare(ctx: Any, env: Env, args: argparse.Namespace, members: int, mode:
             raise RuntimeError(f"bare subscriber {user} did not subscribe")
         subs.append(proc)
         counters.append(counter)
+    meter = CpuMeter(env, [p.pid for p in subs], sum(c.value for c in counters))
     if mode == "live":
         time.sleep(0.3)
         pub, go = _start_publisher(ctx, env, args, seed, results)
         go.set()
-    _wait_progress(lambda: sum(c.value for c in counters), args.messages)
+    got_now = _wait_progress(lambda: sum(c.value for c in counters), args.messages)
+    cpu = meter.per_message_us(got_now)
     if published is None:
         published = _published(env, results)
     done.set()
@@ -666,7 +735,7 @@ def phase_bare(ctx: Any, env: Env, args: argparse.Namespace, members: int, mode:
                if seen else 0.0)
     note = "" if got == args.messages else f"received {got} of {args.messages}"
     return Result("bare", members, mode, got, seconds, published["readings"],
-                  published["published"] / published["seconds"], note)
+                  published["published"] / published["seconds"], note, cpu)
 
 
 @contextlib.contextmanager
@@ -746,11 +815,13 @@ def phase_bridge(ctx: Any, env: Env, args: argparse.Namespace, members: int, mod
         go.set()
         published = _published(env, results)
     logs_before = len(env.bridge_logs)
-    with bridge_workers(env, members, f"{mode}{members}"):
+    with bridge_workers(env, members, f"{mode}{members}") as procs:
+        meter = CpuMeter(env, [p.pid for p in procs], inbox_state(env.app)[0])
         if mode == "live":
             pub, go = _start_publisher(ctx, env, args, seed, results)
             go.set()
-        _wait_progress(lambda: inbox_state(env.app)[0], args.messages)
+        cpu = meter.per_message_us(_wait_progress(lambda: inbox_state(env.app)[0],
+                                                  args.messages))
         if published is None:
             published = _published(env, results)
         pub.join(10)
@@ -767,7 +838,7 @@ def phase_bridge(ctx: Any, env: Env, args: argparse.Namespace, members: int, mod
     if failures:
         notes.append(f"{failures} batches rolled back and retried (see worker logs)")
     return Result("bridge", members, mode, count, seconds, published["readings"],
-                  published["published"] / published["seconds"], "; ".join(notes))
+                  published["published"] / published["seconds"], "; ".join(notes), cpu)
 
 
 # ================================================================== report
@@ -795,6 +866,16 @@ def report(results: list[Result], args: argparse.Namespace, facts: dict[str, Any
         print(f"{r.mode:<7}{r.name:<13}{r.consumed:>9}{r.seconds:>9.2f}{r.rate:>9.0f}"
               f"{r.readings_rate:>12.0f}{r1:>12}{rn:>12}{r.publisher_rate:>17.0f}"
               + (f"   !! {r.note}" if r.note else ""))
+    print()
+    print("CPU per message consumed (µs; live includes the publisher's competition, "
+          "not its CPU):")
+    print(f"{'mode':<7}{'consumer':<13}{'consumer':>10}{'broker':>10}{'PostgreSQL':>12}"
+          f"{'total':>10}")
+    for r in results:
+        c = r.cpu_us
+        if c:
+            print(f"{r.mode:<7}{r.name:<13}{c['consumer']:>10.0f}{c['broker']:>10.0f}"
+                  f"{c['postgres']:>12.0f}{sum(c.values()):>10.0f}")
     print()
     for r in results:
         bare = _find(results, "bare", 1, r.mode)
@@ -886,9 +967,10 @@ def main(argv: list[str] | None = None) -> int:
         app = build_app(url)
         fleet = seed_piles(app, args.piles, sessions=not args.no_sessions)
         print(f"  ready after {time.monotonic() - t0:.1f} s", flush=True)
-        port, _proc = stack.enter_context(launcher.run_broker(
+        port, broker = stack.enter_context(launcher.run_broker(
             workdir, accounts, platform_users=tuple(accounts)))
-        env = Env(url, "127.0.0.1", port, workdir, accounts, fleet, app)
+        env = Env(url, "127.0.0.1", port, workdir, accounts, fleet, app,
+                  broker_pid=broker.pid)
         try:
             seed = 1
             bare_counts = sorted({1, *args.worker_counts})

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -28,6 +29,29 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.ingest import bench_database, build_app, generate, reset_telemetry, seed_piles  # noqa: E402
+
+
+def _backend_pids(app: object) -> list[int]:
+    """The PostgreSQL backends connected to the bench database (the worker's among them)."""
+    from app.extensions import db
+
+    if db.engine.dialect.name != "postgresql":
+        return []
+    from sqlalchemy import text
+
+    with app.app_context():  # type: ignore[attr-defined]
+        return [int(pid) for pid in db.session.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of local processes from /proc (the database runs on this machine)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
         with app.app_context():
             worker.process(batches[0])  # warm-up: pile directory, statement caches
+            backend = _backend_pids(app)
+            pg_cpu0, py_cpu0 = _cpu_seconds(backend), time.process_time()
             started = time.perf_counter()
             if not args.no_profile:
                 profiler.enable()
@@ -72,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 worker.process(batch)
             profiler.disable()
             elapsed = time.perf_counter() - started
+            pg_cpu, py_cpu = _cpu_seconds(backend) - pg_cpu0, time.process_time() - py_cpu0
             done = sum(len(b) for b in batches[1:])
             from app.extensions import db
 
@@ -80,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{done} messages ({readings} readings in all) in {elapsed:.2f} s: "
               f"{done / elapsed:,.0f} msg/s on {args.db}, batches of {args.batch}"
               + ("" if args.no_profile else " (under cProfile: slower than real)"))
+        if backend:
+            print(f"CPU per message: Python {py_cpu / done * 1e6:,.0f} µs, "
+                  f"PostgreSQL backend {pg_cpu / done * 1e6:,.0f} µs "
+                  f"(wall {elapsed / done * 1e6:,.0f} µs)")
         print(f"stats: {worker.stats.snapshot()}")
         if not args.no_profile:
             for key in ("cumulative", "tottime"):
