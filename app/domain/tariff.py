@@ -225,8 +225,21 @@ def _require_power(power_w: object) -> int | None:
     return power_w
 
 
-def _round_half_up(amount: Fraction) -> int:
-    return (2 * amount.numerator + amount.denominator) // (2 * amount.denominator)
+def _round_half_up(amount: Fraction | int) -> int:
+    return _round_half_up_ratio(amount.numerator, amount.denominator)
+
+
+def _round_half_up_ratio(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded half up, in integers."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _rational(text: str) -> int | Fraction:
+    """ "n/d" back to an exact number; an int when d is 1 (the common case: see RunningCost)."""
+    numerator, _, denominator = text.partition("/")
+    if denominator in ("", "1"):
+        return int(numerator)
+    return Fraction(int(numerator), int(denominator))
 
 
 # --------------------------------------------------------------------------- tariff model
@@ -618,8 +631,11 @@ class RunningCost:
     tariff: Tariff
     start: MeterSample
     last: MeterSample
-    billable_wh: Fraction = Fraction(0)
-    priced_wh: Fraction = Fraction(0)  # sum of billable Wh x fen/kWh
+    # Exact numbers: ints while every interval lies whole inside one price period (nearly
+    # always), Fractions only once an interval was split pro rata; the ints keep the
+    # bridge's per-reading pricing cheap (bench/ingest_profile.py).
+    billable_wh: int | Fraction = 0
+    priced_wh: int | Fraction = 0  # sum of billable Wh x fen/kWh
     billable_us: int = 0
     rate_us: int = 0  # sum of billed us x fen/h (pro rata or closed units)
     open_unit: int | None = None  # index of the last started billing unit
@@ -694,14 +710,24 @@ class RunningCost:
     def cost(self) -> Cost:
         """Round once, half up; cut components from that one rounding (see module doc)."""
         t = self.tariff
-        energy = self.priced_wh / _WH_PER_KWH
-        service = self.billable_wh * t.service_fen_per_kwh / _WH_PER_KWH
         open_part = 0 if self.open_unit is None else self.open_unit_rate
         unit_us = (t.billing_unit_minutes or 0) * _US_PER_MINUTE
-        time_cost = Fraction(self.rate_us + unit_us * open_part, _US_PER_HOUR)
-        energy_fen = _round_half_up(energy)
-        with_service = _round_half_up(energy + service)
-        subtotal = _round_half_up(energy + service + time_cost)
+        time_us = self.rate_us + unit_us * open_part  # fen/h x us
+        if isinstance(self.priced_wh, int) and isinstance(self.billable_wh, int):
+            # the same three roundings in integers, over one common denominator
+            energy_n = self.priced_wh
+            service_n = energy_n + self.billable_wh * t.service_fen_per_kwh
+            energy_fen = _round_half_up_ratio(energy_n, _WH_PER_KWH)
+            with_service = _round_half_up_ratio(service_n, _WH_PER_KWH)
+            subtotal = _round_half_up_ratio(service_n * _US_PER_HOUR + time_us * _WH_PER_KWH,
+                                            _WH_PER_KWH * _US_PER_HOUR)
+        else:
+            energy = Fraction(self.priced_wh) / _WH_PER_KWH
+            service = self.billable_wh * Fraction(t.service_fen_per_kwh, _WH_PER_KWH)
+            time_cost = Fraction(time_us, _US_PER_HOUR)
+            energy_fen = _round_half_up(energy)
+            with_service = _round_half_up(energy + service)
+            subtotal = _round_half_up(energy + service + time_cost)
         chargeable = self.billable_wh > 0 if t.is_energy_based else self.billable_us > 0
         topup = max(0, t.minimum_charge_fen - subtotal) if chargeable else 0
         return Cost(
@@ -736,7 +762,7 @@ class RunningCost:
 
         return cls(
             tariff, sample(state["start"]), sample(state["last"]),
-            Fraction(state["billable_wh"]), Fraction(state["priced_wh"]),
+            _rational(state["billable_wh"]), _rational(state["priced_wh"]),
             int(state["billable_us"]), int(state["rate_us"]), state["open_unit"],
             int(state["open_unit_rate"]),
         )
@@ -745,9 +771,10 @@ class RunningCost:
 def _energy_share(
     tariff: Tariff, start_us: int, end_us: int, delta_wh: int, free_end: int
 ) -> tuple[Fraction, Fraction]:
-    """(billable Wh, billable Wh x fen/kWh) of one interval, spread evenly over its time."""
-    billable_wh = Fraction(0)
-    priced_wh = Fraction(0)
+    """(billable Wh, billable Wh x fen/kWh) of one interval, spread evenly over its time:
+    ints unless the interval is split between periods or by the end of free minutes."""
+    billable_wh: int | Fraction = 0
+    priced_wh: int | Fraction = 0
     duration = end_us - start_us
     for piece_start, piece_end, price in tariff._energy_pieces(start_us, end_us):
         if duration == 0:  # a jump with no elapsed time belongs to that instant

@@ -5,8 +5,10 @@ Every hand-worked example writes its arithmetic in a comment; prices are fen, en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -657,6 +659,21 @@ def test_splitting_at_any_sample_keeps_the_total(
     second_part = price_between(tariff, profile[0], profile[1:]).total_fen - first_part
     assert second_part >= 0
     assert first_part + second_part == whole.cost.total_fen
+
+
+@FAST
+@given(tariffs, profiles())
+def test_integer_and_fraction_arithmetic_price_alike(
+    tariff: Tariff, profile: list[MeterSample]
+) -> None:
+    """The running state stays in ints while no interval is split; the same state held
+    as Fractions must round to the same fen, and survive its JSON snapshot exactly."""
+    running = RunningCost.begin(tariff, profile[0]).add(profile[1:])
+    as_fractions = dataclasses.replace(running, billable_wh=Fraction(running.billable_wh),
+                                       priced_wh=Fraction(running.priced_wh))
+    assert as_fractions.cost == running.cost
+    restored = RunningCost.from_state(tariff, json.loads(json.dumps(running.to_state())))
+    assert restored == running and restored.cost == running.cost
 
 
 fine_steps = st.tuples(
