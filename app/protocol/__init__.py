@@ -1,7 +1,7 @@
 """The pile <-> platform MQTT protocol: schemas, topic helpers and validation.
 
 Shared by the platform bridge and by the pile simulator, so it imports only the
-standard library and jsonschema (never Flask, SQLAlchemy, paho or ``app``).
+standard library, jsonschema and orjson (never Flask, SQLAlchemy, paho or ``app``).
 The normative description is docs/protocol.md; the JSON Schemas in
 ``schemas/`` are the machine-readable part of it.
 """
@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from jsonschema import Draft202012Validator
 
 from app.protocol._fastcheck import (
@@ -175,7 +176,8 @@ def decode(raw: bytes | bytearray | str) -> dict[str, Any]:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("oversized", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        payload = json.loads(raw)
+        # orjson: strict JSON (no NaN/Infinity, no lone surrogates), 3-5x the stdlib's speed
+        payload = orjson.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError("malformed", f"not JSON: {exc}") from None
     if not isinstance(payload, dict):

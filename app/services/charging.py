@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, text, update
+import orjson
+from sqlalchemy import Text, bindparam, cast, select, text, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -880,9 +881,13 @@ def on_alarm_stop(ctx: BatchContext, pile_ref: PileRef, u: Uplink) -> None:
 
 
 _RUNNING = ChargingSession.__table__
+# ``running`` is read as its stored text: compared with what this worker wrote last, it
+# says whether the worker's own copy of the running cost is still the row's (no JSON
+# parsing, no rebuilding the tariff engine's state for every reading).
 _RUNNING_COLUMNS = (
     _RUNNING.c.id, _RUNNING.c.public_id, _RUNNING.c.port_id, _RUNNING.c.status,
-    _RUNNING.c.stop_requested, _RUNNING.c.tariff_version_id, _RUNNING.c.running,
+    _RUNNING.c.stop_requested, _RUNNING.c.tariff_version_id,
+    cast(_RUNNING.c.running, Text).label("running"),
     _RUNNING.c.start_energy_wh, _RUNNING.c.started_at, _RUNNING.c.cost_fen,
     _RUNNING.c.last_energy_wh, _RUNNING.c.power_w, _RUNNING.c.peak_power_w,
     _RUNNING.c.last_meter_at, _RUNNING.c.max_amount_fen, _RUNNING.c.max_energy_wh,
@@ -897,29 +902,67 @@ _PG_LOCK_RUNNING = (
            _RUNNING.c.status.in_(_OPEN))
     .order_by(_RUNNING.c.id).with_for_update()
 )
+# s_running is the state's JSON text, stored as it is (a JSON column keeps its text).
 _PG_UPDATE_RUNNING = text("""
-    UPDATE charging_sessions AS s SET running = v.s_running, cost_fen = v.s_cost,
-        last_energy_wh = v.s_energy, power_w = v.s_power, peak_power_w = v.s_peak,
-        last_meter_at = v.s_at, start_energy_wh = v.s_start_energy
+    UPDATE charging_sessions AS s SET running = CAST(v.s_running AS JSON),
+        cost_fen = v.s_cost, last_energy_wh = v.s_energy, power_w = v.s_power,
+        peak_power_w = v.s_peak, last_meter_at = v.s_at, start_energy_wh = v.s_start_energy
     FROM json_to_recordset(CAST(:rows AS JSON))
-         AS v(s_id INTEGER, s_running JSON, s_cost INTEGER, s_energy BIGINT, s_power INTEGER,
+         AS v(s_id INTEGER, s_running TEXT, s_cost INTEGER, s_energy BIGINT, s_power INTEGER,
               s_peak INTEGER, s_at TIMESTAMPTZ, s_start_energy BIGINT)
     WHERE s.id = v.s_id
 """)
 _UPDATE_RUNNING = (
     update(_RUNNING).where(_RUNNING.c.id == bindparam("s_id")).values(
-        running=bindparam("s_running"), cost_fen=bindparam("s_cost"),
+        running=type_coerce(bindparam("s_running"), Text), cost_fen=bindparam("s_cost"),
         last_energy_wh=bindparam("s_energy"), power_w=bindparam("s_power"),
         peak_power_w=bindparam("s_peak"), last_meter_at=bindparam("s_at"),
         start_energy_wh=bindparam("s_start_energy"))
 )
 
 
+class RunningCosts:
+    """A bridge worker's memory of the running costs it wrote, between batches.
+
+    session id → (the ``running`` text written, the RunningCost it encodes). An entry
+    is used only while the row still holds exactly that text, so another worker's or
+    a restart's write is never missed; entries enter only after their batch commits.
+    Tariff versions are immutable, so their engines are kept too."""
+
+    MAX_SESSIONS = 200_000  # past this, start afresh (ended sessions are never asked for)
+
+    def __init__(self) -> None:
+        self.states: dict[int, tuple[str, RunningCost]] = {}
+        self.tariffs: dict[int, Tariff] = {}
+
+    def state_of(self, row: Any, tariff: Tariff) -> RunningCost | None:
+        if row.running is None:
+            return None
+        cached = self.states.get(row.id)
+        if cached is not None and cached[0] == row.running:
+            return cached[1]
+        return RunningCost.from_state(tariff, orjson.loads(row.running))
+
+    def remember(self, written: dict[int, tuple[str, RunningCost]]) -> None:
+        if len(self.states) + len(written) > self.MAX_SESSIONS:
+            self.states.clear()
+        self.states.update(written)
+
+    def tariffs_for(self, session: Session, version_ids: set[int]) -> dict[int, Tariff]:
+        missing = version_ids - self.tariffs.keys()
+        if missing:
+            for version_id, rules in session.execute(
+                    select(TariffVersion.id, TariffVersion.rules)
+                    .where(TariffVersion.id.in_(missing))):
+                self.tariffs[version_id] = Tariff.from_dict(rules)
+        return self.tariffs
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """What a batch's new meter samples change on one running session."""
 
-    running: dict[str, Any] | None
+    running: RunningCost | None
     cost_fen: int
     last_energy_wh: int | None
     power_w: int | None
@@ -929,26 +972,29 @@ class Progress:
     stop: bool  # a limit is reached: the platform sends the stop itself
 
 
-def advance(row: Any, tariff: Tariff, samples: list[MeterSample]) -> Progress | None:
-    """Price the new samples (oldest first) of a session row; None if nothing changes.
+def advance(row: Any, tariff: Tariff, running: RunningCost | None,
+            samples: list[MeterSample]) -> Progress | None:
+    """Price the new samples (oldest first) of a session row whose running cost so far is
+    ``running`` (None before its first priced reading); None if nothing changes.
 
     Plain Python over the row's columns: the bridge computes every session of a batch
     this way and writes them all in one statement."""
     start_energy = row.start_energy_wh
-    if row.running is None:
+    if running is None:
         if start_energy is None:
             start_energy = samples[0].energy_wh
         start_at = row.started_at or samples[0].at
         running = RunningCost.begin(tariff, MeterSample(start_at, start_energy, 0))
+        before = None
     else:
-        running = RunningCost.from_state(tariff, row.running)
+        before = running
     fresh = [s for s in samples
              if s.at >= running.last.at and s.energy_wh >= running.last.energy_wh]
     if not fresh:
         if start_energy == row.start_energy_wh:
             return None
         # the first samples predate the start: only the start reading is learnt
-        return Progress(row.running, row.cost_fen, row.last_energy_wh, row.power_w,
+        return Progress(before, row.cost_fen, row.last_energy_wh, row.power_w,
                         row.peak_power_w, row.last_meter_at, start_energy, False)
     running = running.add(fresh)
     latest = fresh[-1]
@@ -958,7 +1004,7 @@ def advance(row: Any, tariff: Tariff, samples: list[MeterSample]) -> Progress | 
                                             row.max_minutes),
                               energy_wh=cost.energy_wh, seconds=cost.seconds,
                               cost_fen=cost.total_fen))
-    return Progress(running.to_state(), cost.total_fen, latest.energy_wh, latest.power_w,
+    return Progress(running, cost.total_fen, latest.energy_wh, latest.power_w,
                     max(row.peak_power_w or 0, latest.power_w), latest.at, start_energy, stop)
 
 
@@ -968,7 +1014,8 @@ def update_running_sessions(ctx: BatchContext) -> None:
 
     Hot path (every reading of a charge lands here): the sessions are read and written
     as rows, one locking SELECT and one UPDATE per batch, no ORM objects; only a session
-    that must be stopped is loaded as one."""
+    that must be stopped is loaded as one. The worker's RunningCosts (``ctx.carry``)
+    spares re-reading each session's running state from its JSON."""
     if not ctx.session_readings:
         return
     session = ctx.session
@@ -984,9 +1031,8 @@ def update_running_sessions(ctx: BatchContext) -> None:
             .order_by(_RUNNING.c.id).with_for_update()).all()
     if not rows:
         return
-    tariffs = {version_id: Tariff.from_dict(rules) for version_id, rules in session.execute(
-        select(TariffVersion.id, TariffVersion.rules)
-        .where(TariffVersion.id.in_({r.tariff_version_id for r in rows})))}
+    memory: RunningCosts = ctx.carry.setdefault("running_costs", RunningCosts())
+    tariffs = memory.tariffs_for(session, {r.tariff_version_id for r in rows})
     changed: list[tuple[int, Progress]] = []
     for row in rows:
         samples = sorted(
@@ -996,19 +1042,28 @@ def update_running_sessions(ctx: BatchContext) -> None:
         )
         if not samples:
             continue
-        progress = advance(row, tariffs[row.tariff_version_id], samples)
+        tariff = tariffs[row.tariff_version_id]
+        progress = advance(row, tariff, memory.state_of(row, tariff), samples)
         if progress is not None:
             changed.append((row.id, progress))
     if not changed:
         return
-    values = [{"s_id": i, "s_running": p.running, "s_cost": p.cost_fen,
-               "s_energy": p.last_energy_wh, "s_power": p.power_w, "s_peak": p.peak_power_w,
-               "s_at": p.last_meter_at, "s_start_energy": p.start_energy_wh}
-              for i, p in changed]
+    written: dict[int, tuple[str, RunningCost]] = {}
+    values = []
+    for i, p in changed:
+        state = None
+        if p.running is not None:
+            state = orjson.dumps(p.running.to_state()).decode()
+            written[i] = (state, p.running)
+        values.append({"s_id": i, "s_running": state, "s_cost": p.cost_fen,
+                       "s_energy": p.last_energy_wh, "s_power": p.power_w,
+                       "s_peak": p.peak_power_w, "s_at": p.last_meter_at,
+                       "s_start_energy": p.start_energy_wh})
     if is_pg:
         session.execute(_PG_UPDATE_RUNNING, {"rows": telemetry.pg_rows(values)})
     else:
         session.execute(_UPDATE_RUNNING, values)
+    ctx.after_commit.append(lambda: memory.remember(written))
     ids = {i for i, _ in changed}
     for obj in list(session.identity_map.values()):  # loaded earlier in this batch: stale now
         if isinstance(obj, ChargingSession) and obj.id in ids:

@@ -15,7 +15,6 @@ executemany. bench/ingest.py measures it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, TextClause, and_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -142,6 +142,8 @@ class BatchContext:
     port_statuses: list[PendingStatus] = field(default_factory=list)
     after_commit: list[Callable[[], Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    # what the worker carries from batch to batch for the batch hooks (their caches)
+    carry: dict[str, Any] = field(default_factory=dict)
     nudge: bool = False  # commands were queued: the outbox should run now
 
     def count(self, name: str, n: int = 1) -> None:
@@ -191,10 +193,14 @@ def apply_uplinks(
     uplinks: list[Uplink],
     rejected: list[Rejected],
     directory: PileDirectory,
+    carry: dict[str, Any] | None = None,
 ) -> BatchResult:
-    """Apply a batch once and commit; the caller acknowledges the messages afterwards."""
+    """Apply a batch once and commit; the caller acknowledges the messages afterwards.
+
+    ``carry`` is the worker's memory between batches (hooks fill it only after a
+    commit); without it every batch starts from the database alone."""
     with uow:
-        ctx = BatchContext(uow.session, utcnow())
+        ctx = BatchContext(uow.session, utcnow(), carry={} if carry is None else carry)
         outcomes = ingest(ctx, uplinks, directory)
         unknown = [
             Rejected(f"piles/{u.pile_serial}/up/{u.msg_type}", u.pile_serial, "unknown_pile",
@@ -299,15 +305,12 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()  # aware UTC: PostgreSQL reads the offset
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def pg_rows(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The JSON parameter of a ``json_to_recordset(CAST(:rows AS JSON))`` statement."""
-    return json.dumps(list(rows), default=_json_default, separators=(",", ":"))
+    """The JSON parameter of a ``json_to_recordset(CAST(:rows AS JSON))`` statement.
+
+    orjson writes aware datetimes as RFC 3339 with their offset, which PostgreSQL
+    reads back exactly; it is several times the stdlib encoder's speed."""
+    return orjson.dumps(list(rows)).decode()
 
 
 _PG_INBOX_CLAIM = text("""

@@ -334,10 +334,10 @@ def test_parse_topic_rejects_unknown_types() -> None:
 
 
 def test_protocol_package_imports_nothing_of_the_platform() -> None:
-    """app.protocol is shared with the simulator: stdlib + jsonschema only."""
+    """app.protocol is shared with the simulator: stdlib, jsonschema and orjson only."""
     source = "\n".join(p.read_text("utf-8") for p in
                        (DOC.parents[1] / "app" / "protocol").glob("*.py"))
     imports = set(re.findall(r"^\s*(?:from|import) ([\w.]+)", source, re.M))
     allowed = {"__future__", "copy", "json", "re", "functools", "pathlib", "typing",
-               "jsonschema", "collections.abc", "app.protocol._fastcheck"}
+               "jsonschema", "orjson", "collections.abc", "app.protocol._fastcheck"}
     assert imports <= allowed, imports - allowed
