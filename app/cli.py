@@ -35,11 +35,22 @@ def register_cli(app: Flask) -> None:
     @click.option("--group", default="bridge", show_default=True,
                   help="the shared-subscription group all workers of one deployment share")
     @click.option("--batch-max", default=1000, show_default=True)
-    def bridge_run(worker: str, group: str, batch_max: int) -> None:
+    @click.option("--link", type=click.Choice(["process", "thread"]), default="process",
+                  show_default=True,
+                  help="run the MQTT client in a child process (two cores: paho beside the "
+                       "ingest) or on a thread of this one")
+    @click.option("--lanes", type=click.IntRange(1, 16), default=None,
+                  help="ingest lanes (threads with a database connection each; a pile "
+                       "always uses the same one) [default: 2 on PostgreSQL, 1 on SQLite]")
+    def bridge_run(worker: str, group: str, batch_max: int, link: str,
+                   lanes: int | None) -> None:
         """Run one bridge worker until interrupted."""
         from app.mqtt_bridge.worker import BridgeWorker
 
-        BridgeWorker(app, worker=worker, group=group, batch_max=batch_max).run_forever()
+        if lanes is None:
+            lanes = 2 if app.config["SETTINGS"].database_url.startswith("postgresql") else 1
+        BridgeWorker(app, worker=worker, group=group, batch_max=batch_max,
+                     link=link, lanes=lanes).run_forever()  # type: ignore[arg-type]
 
     @bridge.command("forget-session")
     @click.option("--worker", default="1", show_default=True)

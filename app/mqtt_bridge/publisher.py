@@ -16,17 +16,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from app.config import Settings
+from app.mqtt_bridge.link import NUDGE_TOPIC, no_delay, parse_mqtt_url
 
 log = logging.getLogger(__name__)
-
-NUDGE_TOPIC = "evc/bridge/nudge"
 
 _lock = threading.Lock()
 _clients: dict[str, mqtt.Client] = {}
 
 
 def _client(settings: Settings) -> mqtt.Client:
-    from app.mqtt_bridge.worker import no_delay, parse_mqtt_url
 
     key = f"{settings.mqtt_url}|{settings.mqtt_username}"
     with _lock:

@@ -14,17 +14,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import random
-import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlparse
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from flask import Flask
@@ -37,6 +34,14 @@ from app import protocol
 from app.extensions import db
 from app.models import BridgeStatus
 from app.models.base import utcnow
+from app.mqtt_bridge.link import (
+    Inbound,
+    InboundQueue,
+    LinkConfig,
+    PahoLink,
+    ProcessLink,
+    parse_mqtt_url,
+)
 from app.services import outbox
 from app.services.telemetry import (
     BatchResult,
@@ -88,32 +93,6 @@ class BridgeStats:
         }
 
 
-@dataclass(frozen=True)
-class Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int  # which connection delivered it (acks go to that one only)
-    arrived: float
-
-
-def no_delay(client: mqtt.Client) -> None:
-    """Disable Nagle on our side: a command or an ack is one small packet that must go
-    now, not after the peer's delayed ACK (~40 ms on Linux). The project broker config
-    does the same on its side (set_tcp_nodelay)."""
-    sock = client.socket()
-    if sock is not None and hasattr(sock, "setsockopt"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
-    parsed = urlparse(url)
-    tls = parsed.scheme in ("mqtts", "ssl")
-    return parsed.hostname or "127.0.0.1", parsed.port or (8883 if tls else 1883), tls
-
-
 def to_uplink(msg: Inbound) -> Uplink | Rejected:
     """Validate one message; anything wrong becomes a Rejected with a reason code."""
     parts = msg.topic.split("/")
@@ -130,6 +109,12 @@ def to_uplink(msg: Inbound) -> Uplink | Rejected:
 
 
 class BridgeWorker:
+    """One worker: the MQTT link, the ingest loop, the outbox loop, health.
+
+    ``link="process"`` runs paho in a child process (``flask bridge run``): paho and
+    the ingest then use two cores instead of taking turns on the GIL. ``"thread"``
+    keeps everything in this process (tests, the demo); see app.mqtt_bridge.link."""
+
     def __init__(
         self,
         app: Flask,
@@ -140,91 +125,85 @@ class BridgeWorker:
         batch_wait_s: float = 0.01,
         outbox_interval_s: float = 0.2,
         session_expiry_s: int = SESSION_EXPIRY_S,
+        link: Literal["thread", "process"] = "thread",
+        lanes: int = 1,
     ) -> None:
         self.app = app
         settings = app.config["SETTINGS"]
-        self.host, self.port, self.tls = parse_mqtt_url(settings.mqtt_url)
+        host, port, tls = parse_mqtt_url(settings.mqtt_url)
         self.client_id = f"{settings.mqtt_client_prefix}-bridge-{worker}"
         self.worker = worker
-        self.topic = f"$share/{group}/{UPLINK_FILTER}"
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
         self.outbox_interval_s = outbox_interval_s
-        self.session_expiry_s = session_expiry_s
         self.stats = BridgeStats()
         self.directory = PileDirectory()
-        self._queue: queue.Queue[Inbound] = queue.Queue()
-        self._generation = 0
+        if lanes < 1 or (lanes > 1 and settings.database_url.startswith("sqlite")):
+            raise ValueError("lanes: 1 on SQLite (one writer), 1 or more on PostgreSQL")
+        # Ingest lanes: each pile always goes to the same lane (its messages stay in one
+        # ordered stream, its rows are locked by one lane only), each lane has its own
+        # thread and database connection, so one lane's SQL overlaps another's Python.
+        self.lanes = lanes
+        self._queues = [InboundQueue() for _ in range(lanes)]
+        self._carry: list[dict[str, Any]] = [{} for _ in range(lanes)]  # hooks' caches
+        self._stats_lock = threading.Lock()
         self._stop = threading.Event()
         self._nudge = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id,
-            protocol=mqtt.MQTTv5, manual_ack=True,
-        )
-        if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if self.tls:
-            self.client.tls_set()
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.max_inflight_messages_set(RECEIVE_MAXIMUM)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        config = LinkConfig(host, port, tls, settings.mqtt_username or None,
+                            settings.mqtt_password or None, self.client_id,
+                            f"$share/{group}/{UPLINK_FILTER}", session_expiry_s,
+                            RECEIVE_MAXIMUM)
+        self.link: PahoLink | ProcessLink = (
+            ProcessLink(config, self) if link == "process" else PahoLink(config, self))
 
-    # --- MQTT callbacks (paho's network thread) -----------------------------------------
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client of an in-process link (tests reach into it)."""
+        assert isinstance(self.link, PahoLink), "the paho client lives in the link process"
+        return self.link.client
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any,
-                    _p: Any) -> None:
-        if reason.is_failure:
-            log.error("bridge %s: connect refused: %s", self.worker, reason)
-            return
-        no_delay(client)
-        self._generation += 1
+    # --- link events (the link's threads) -----------------------------------------------
+
+    def on_connected(self, generation: int) -> None:
         self.stats.connected = True
         self.stats.connects += 1
-        # Re-subscribing is harmless with a persistent session and needed without one.
-        client.subscribe(self.topic, qos=1)
-        client.subscribe("evc/bridge/nudge", qos=0)
-        log.info("bridge %s connected (generation %d)", self.worker, self._generation)
+        log.info("bridge %s connected (generation %d)", self.worker, generation)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any,
-                       _p: Any) -> None:
+    def on_disconnected(self, reason: str) -> None:
         self.stats.connected = False
         # Unacked messages will be redelivered on the next connection; drop our copies.
-        self._drain_queue()
+        for q in self._queues:
+            q.clear()
         if not self._stop.is_set():
             log.warning("bridge %s disconnected: %s; reconnecting", self.worker, reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == "evc/bridge/nudge":
-            self._nudge.set()
+    def on_messages(self, items: list[Inbound]) -> None:
+        if self.lanes == 1:
+            self._queues[0].put_many(items)
             return
-        self._queue.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
-                                time.monotonic()))
+        routed: list[list[Inbound]] = [[] for _ in range(self.lanes)]
+        for item in items:  # piles/{serial}/up/{type}: the serial picks the lane
+            routed[hash(item.topic.split("/", 2)[1]) % self.lanes].append(item)
+        for q, part in zip(self._queues, routed, strict=True):
+            if part:
+                q.put_many(part)
 
-    def _drain_queue(self) -> None:
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
+    def on_nudge(self) -> None:
+        self._nudge.set()
 
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.session_expiry_s
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
-                                  properties=props)
-        self.client.loop_start()
-        loops = [(self._ingest_loop, "ingest"), (self._outbox_loop, "outbox"),
-                 (self._status_loop, "status")]
+        self.link.start()
+        loops: list[tuple[Callable[..., None], str, tuple[Any, ...]]] = [
+            (self._ingest_loop, f"ingest-{lane}", (lane,)) for lane in range(self.lanes)]
+        loops += [(self._outbox_loop, "outbox", ()), (self._status_loop, "status", ())]
         if self.app.config["SETTINGS"].database_url.startswith("postgresql"):
-            loops.append((self._listen_loop, "listen"))
-        for target, name in loops:
-            thread = threading.Thread(target=target, name=f"bridge-{name}", daemon=True)
+            loops.append((self._listen_loop, "listen", ()))
+        for target, name, args in loops:
+            thread = threading.Thread(target=target, args=args, name=f"bridge-{name}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -233,9 +212,7 @@ class BridgeWorker:
         self._nudge.set()
         for thread in self._threads:
             thread.join(timeout=10)
-        if disconnect:
-            self.client.disconnect()
-        self.client.loop_stop()
+        self.link.stop(disconnect=disconnect)
 
     def run_forever(self) -> None:
         self.start()
@@ -249,71 +226,57 @@ class BridgeWorker:
 
     # --- ingest -----------------------------------------------------------------------
 
-    def _next_batch(self) -> list[Inbound]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.batch_max:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def _ingest_loop(self) -> None:
+    def _ingest_loop(self, lane: int) -> None:
+        queue = self._queues[lane]
         with self.app.app_context():
             while not self._stop.is_set():
-                batch = self._next_batch()
+                batch = queue.take(self.batch_max, 0.2, self.batch_wait_s)
                 if batch:
-                    self.process(batch)
+                    self.process(batch, lane)
 
-    def process(self, batch: list[Inbound]) -> None:
+    def process(self, batch: list[Inbound], lane: int = 0) -> None:
         """Validate, apply in one transaction, then ack — retrying the DB, never acking early."""
+        carry = self._carry[lane]
         uplinks: list[Uplink] = []
         rejected: list[Rejected] = []
         for msg in batch:
             item = to_uplink(msg)
             if isinstance(item, Rejected):
                 rejected.append(item)
-                self.stats.reasons[item.reason] += 1
                 log.warning("rejected uplink from %s on %s: %s (%s)", item.pile_serial or "?",
                             item.topic, item.reason, item.message)
             else:
                 uplinks.append(item)
-        result = self._apply_with_retry(uplinks, rejected)
+        result = self._apply_with_retry(uplinks, rejected, carry=carry)
         if result is None:
             return  # stopping: unacked messages come back after the restart
         unknown = [u for u, o in zip(uplinks, result.outcomes, strict=True)
                    if o == "unknown_pile"]
         for u in unknown:
-            self.stats.reasons["unknown_pile"] += 1
             log.warning("uplink from unknown pile %s (%s) rejected", u.pile_serial, u.msg_type)
-        for msg in batch:
-            if msg.generation == self._generation and msg.qos > 0:
-                self.client.ack(msg.mid, msg.qos)
+        self.link.ack([(msg.mid, msg.qos, msg.generation) for msg in batch])
         now = time.monotonic()
-        self.stats.received += len(batch)
-        self.stats.applied += result.counters.get("applied", 0)
-        self.stats.duplicates += result.counters.get("duplicate", 0)
-        self.stats.rejected += len(rejected) + len(unknown)
-        self.stats.batches += 1
-        self.stats.last_lag_ms = (now - batch[0].arrived) * 1000
+        with self._stats_lock:  # lanes finish batches concurrently
+            stats = self.stats
+            stats.reasons.update(r.reason for r in rejected)
+            stats.reasons["unknown_pile"] += len(unknown)
+            stats.received += len(batch)
+            stats.applied += result.counters.get("applied", 0)
+            stats.duplicates += result.counters.get("duplicate", 0)
+            stats.rejected += len(rejected) + len(unknown)
+            stats.batches += 1
+            stats.last_lag_ms = (now - batch[0].arrived) * 1000
         if result.nudge or any(u.msg_type in ("cmd_ack", "config_ack", "online")
                                for u in uplinks):
             self._nudge.set()
 
-    def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected],
-                          *, isolate: bool = True) -> BatchResult | None:
+    def _apply_with_retry(self, uplinks: list[Uplink], rejected: list[Rejected], *,
+                          carry: dict[str, Any], isolate: bool = True) -> BatchResult | None:
         """Keep trying while the database is away; the broker keeps what we have not acked."""
         delay = 0.2
         while not self._stop.is_set():
             try:
-                return apply_uplinks(UnitOfWork(), uplinks, rejected, self.directory)
+                return apply_uplinks(UnitOfWork(), uplinks, rejected, self.directory, carry)
             except SQLAlchemyError:
                 self.stats.commit_failures += 1
                 db.session.rollback()
@@ -329,25 +292,26 @@ class BridgeWorker:
                 db.session.rollback()
                 log.exception("bridge %s: a message in the batch failed; isolating it",
                               self.worker)
-                return self._apply_one_by_one(uplinks, rejected)
+                return self._apply_one_by_one(uplinks, rejected, carry)
             finally:
                 db.session.remove()
         return None
 
-    def _apply_one_by_one(self, uplinks: list[Uplink], rejected: list[Rejected]
-                          ) -> BatchResult | None:
+    def _apply_one_by_one(self, uplinks: list[Uplink], rejected: list[Rejected],
+                          carry: dict[str, Any]) -> BatchResult | None:
         outcomes: list[Outcome] = []
         counters: Counter[str] = Counter()
         nudge = False
         for uplink in uplinks:
             try:
-                one = self._apply_with_retry([uplink], [], isolate=False)
+                one = self._apply_with_retry([uplink], [], carry=carry, isolate=False)
             except Exception as exc:  # the poison message itself: record it and move on
                 db.session.rollback()
                 db.session.remove()
                 log.exception("uplink %s from %s failed in its handler", uplink.msg_type,
                               uplink.pile_serial)
-                self.stats.reasons["handler_error"] += 1
+                with self._stats_lock:
+                    self.stats.reasons["handler_error"] += 1
                 rejected = [*rejected, Rejected(
                     f"piles/{uplink.pile_serial}/up/{uplink.msg_type}", uplink.pile_serial,
                     "handler_error", f"{type(exc).__name__}: {exc}"[:300],
@@ -359,7 +323,7 @@ class BridgeWorker:
             outcomes.extend(one.outcomes)
             counters.update(one.counters)
             nudge = nudge or one.nudge
-        rest = self._apply_with_retry([], rejected, isolate=False)
+        rest = self._apply_with_retry([], rejected, carry=carry, isolate=False)
         if rest is None:
             return None
         counters.update(rest.counters)
@@ -389,7 +353,7 @@ class BridgeWorker:
         due = outbox.claim_due(session, now)
         session.commit()  # marked as sent first: a crash now means a resend, never a loss
         for message in due:
-            self.client.publish(message.topic, message.payload, qos=1)
+            self.link.publish(message.topic, message.payload, 1)
         self.stats.commands_sent += len(due)
         self.stats.commands_expired += len(expired)
         for command in expired:

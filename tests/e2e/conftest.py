@@ -43,7 +43,11 @@ def site(app: Flask, world: Any, api: ApiClient) -> Iterator[Site]:
            "port_codes": {p.number: p.public_code for p in world.a.pile.ports},
            "community_id": world.a.community.id}
     db.session.commit()
-    with running_bridge(app) as bridge:
+    # On PostgreSQL the bridge runs as `flask bridge run` does: paho in a child process,
+    # two ingest lanes. SQLite has one writer: one lane, paho on a thread.
+    deployed = ({"link": "process", "lanes": 2}
+                if app.config["SETTINGS"].database_url.startswith("postgresql") else {})
+    with running_bridge(app, **deployed) as bridge:
         pile = SimulatedPile(serial, ports=2, broker_url=SHARED_BROKER, meter_interval_s=30,
                              keepalive_s=60, seed=1)
         pile.connect()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import threading
 import time
 from typing import Any
@@ -179,6 +181,44 @@ def test_crash_between_commit_and_ack_applies_nothing_twice(app: Flask, world: A
         time.sleep(0.5)
     assert db.session.scalar(select(func.count()).select_from(MeterReading)) == 50
     assert db.session.scalar(select(func.count()).select_from(PileInbox)) == 50
+
+
+def test_the_link_process_killed_mid_stream_is_replaced_and_nothing_is_lost(
+        app: Flask, world: Any) -> None:
+    """``flask bridge run`` keeps paho in a child process (and on PostgreSQL ingests in
+    two lanes). Killed mid-stream, the worker starts another child; the broker
+    redelivers what was not acked, nothing applies twice, and commands go out through
+    the new child."""
+    configure_mqtt(app)
+    serial = world.a.pile.serial
+    f = MessageFactory(serial)
+    lanes = 2 if app.config["SETTINGS"].database_url.startswith("postgresql") else 1
+    with running_bridge(app, worker="p", group=f"proc{random.randint(0, 10**6)}",
+                        link="process", lanes=lanes) as bridge:
+        first_child = bridge.link.pid
+        pile = PileClient(SHARED_BROKER, serial)
+        try:
+            for i in range(1, 201):
+                msg = f.meter([reading(1, 100 + i, delta_wh=1, power_w=100)])
+                pile.publish(msg.topic, f.encode(msg))
+                if i == 100:
+                    os.kill(first_child, signal.SIGKILL)
+            wait_until(lambda: db.session.scalar(
+                select(func.count()).select_from(MeterReading)) == 200, timeout=30)
+            wait_until(lambda: bridge.stats.connected and bridge.stats.connects >= 2)
+            assert bridge.link.pid != first_child
+            command = outbox.enqueue_command(db.session, world.a.pile.id, "stop", {
+                "port": 1, "session_id": "S1", "reason": "operator"})
+            db.session.commit()
+            bridge.on_nudge()
+            stop_topic = protocol.downlink_topic(serial, "stop")
+            sent = wait_until(lambda: next((json.loads(m.payload) for m in pile.received
+                                            if m.topic == stop_topic), None), timeout=10)
+            assert sent["cmd_id"] == command.cmd_id
+        finally:
+            pile.close()
+    assert db.session.scalar(select(func.count()).select_from(PileInbox)) == 200
+    assert _port(world, 1).energy_wh == 300
 
 
 def test_a_late_will_does_not_mark_a_reconnected_pile_offline(app: Flask, world: Any) -> None:
