@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             reset_telemetry(app)
         messages, readings, _ = generate(fleet, args.messages, args.readings, seed=1)
 
-        from app.mqtt_bridge.worker import BridgeWorker, Inbound
+        from app.mqtt_bridge.worker import BridgeWorker, Inbound, settle_garbage_collector
 
         worker = BridgeWorker(app, worker="profile")
         now = time.monotonic()
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
         with app.app_context():
             worker.process(batches[0])  # warm-up: pile directory, statement caches
+            settle_garbage_collector()  # as run_forever does
             backend = _backend_pids(app)
             pg_cpu0, py_cpu0 = _cpu_seconds(backend), time.process_time()
             started = time.perf_counter()
