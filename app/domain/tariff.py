@@ -600,6 +600,17 @@ class MeterSample:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ProfileError(f"{name} must be a non-negative int, got {value!r}")
 
+    # Worked out once per sample: the bridge prices every reading, and a session's start
+    # sample takes part in every pricing of it (bench/ingest_profile.py).
+    @cached_property
+    def at_us(self) -> int:
+        return _us(self.at)
+
+    @cached_property
+    def state(self) -> tuple[str, int, int]:
+        """The sample in RunningCost.to_state: (ISO time, Wh, W), a JSON array."""
+        return (self.at.isoformat(), self.energy_wh, self.power_w)
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -649,17 +660,17 @@ class RunningCost:
     def add(self, samples: Iterable[MeterSample]) -> RunningCost:
         """Account for more samples, oldest first, each not before the previous one."""
         t = self.tariff
-        free_end = _us(self.start.at) + t.free_minutes * _US_PER_MINUTE
+        free_end = self.start.at_us + t.free_minutes * _US_PER_MINUTE
         unit_us = (t.billing_unit_minutes or 0) * _US_PER_MINUTE
         billable_wh, priced_wh = self.billable_wh, self.priced_wh
         billable_us, rate_us = self.billable_us, self.rate_us
         open_unit, open_rate = self.open_unit, self.open_unit_rate
         previous = self.last
-        previous_us = _us(previous.at)
+        previous_us = previous.at_us
         for sample in samples:
             if not isinstance(sample, MeterSample):
                 raise ProfileError(f"expected MeterSample, got {type(sample).__name__}")
-            at_us = _us(sample.at)
+            at_us = sample.at_us
             if at_us < previous_us:
                 raise ProfileError(f"sample at {sample.at} is before {previous.at}")
             delta_wh = sample.energy_wh - previous.energy_wh
@@ -737,18 +748,15 @@ class RunningCost:
             minimum_topup_fen=topup,
             total_fen=subtotal + topup,
             energy_wh=self.last.energy_wh - self.start.energy_wh,
-            seconds=(_us(self.last.at) - _us(self.start.at)) // _US_PER_SECOND,
+            seconds=(self.last.at_us - self.start.at_us) // _US_PER_SECOND,
         )
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (Fractions as "n/d"), so a session's running cost
         survives between meter reports and restarts without re-reading its samples."""
 
-        def sample(s: MeterSample) -> list[Any]:
-            return [s.at.isoformat(), s.energy_wh, s.power_w]
-
         return {
-            "start": sample(self.start), "last": sample(self.last),
+            "start": self.start.state, "last": self.last.state,
             "billable_wh": f"{self.billable_wh.numerator}/{self.billable_wh.denominator}",
             "priced_wh": f"{self.priced_wh.numerator}/{self.priced_wh.denominator}",
             "billable_us": self.billable_us, "rate_us": self.rate_us,
