@@ -214,6 +214,7 @@ class BridgeWorker:
         for thread in self._threads:
             thread.join(timeout=10)
         self.link.stop(disconnect=disconnect)
+        log.info("bridge %s stopped: %s", self.worker, self.stats.snapshot())
 
     def run_forever(self) -> None:
         settle_garbage_collector()
@@ -261,7 +262,8 @@ class BridgeWorker:
         with self._stats_lock:  # lanes finish batches concurrently
             stats = self.stats
             stats.reasons.update(r.reason for r in rejected)
-            stats.reasons["unknown_pile"] += len(unknown)
+            if unknown:
+                stats.reasons["unknown_pile"] += len(unknown)
             stats.received += len(batch)
             stats.applied += result.counters.get("applied", 0)
             stats.duplicates += result.counters.get("duplicate", 0)
