@@ -324,6 +324,7 @@ class Env:
     app: Any = None
     bridge_logs: list[Path] = field(default_factory=list)
     broker_pid: int | None = None
+    bridge_args: list[str] = field(default_factory=list)  # more `flask bridge run` options
 
 
 @contextlib.contextmanager
@@ -757,7 +758,7 @@ def bridge_workers(env: Env, members: int, tag: str) -> Iterator[list[subprocess
         with log.open("wb") as out:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "flask", "--app", "wsgi", "bridge", "run",
-                 "--worker", str(i)], cwd=ROOT, env=proc_env, stdout=out,
+                 "--worker", str(i), *env.bridge_args], cwd=ROOT, env=proc_env, stdout=out,
                 stderr=subprocess.STDOUT))
     try:
         _wait_connected(env, [f"evc-bench-bridge-{i}" for i in range(1, members + 1)],
@@ -926,6 +927,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="start no charges: readings carry power with no session id, so every "
                         "port trips the detectors' 'power with no session' path (what this "
                         "bench measured before sessions were added; the incident path's cost)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="ingest lanes per bridge worker (default: flask bridge run's)")
+    p.add_argument("--link", choices=("process", "thread"), default=None,
+                   help="the bridge's MQTT link (default: flask bridge run's, a process)")
     p.add_argument("--keep-logs", default=None, metavar="DIR",
                    help="keep broker and bridge logs here (default: a temp dir, removed)")
     args = p.parse_args(argv)
@@ -970,7 +975,9 @@ def main(argv: list[str] | None = None) -> int:
         port, broker = stack.enter_context(launcher.run_broker(
             workdir, accounts, platform_users=tuple(accounts)))
         env = Env(url, "127.0.0.1", port, workdir, accounts, fleet, app,
-                  broker_pid=broker.pid)
+                  broker_pid=broker.pid,
+                  bridge_args=[*(["--lanes", str(args.lanes)] if args.lanes else []),
+                               *(["--link", args.link] if args.link else [])])
         try:
             seed = 1
             bare_counts = sorted({1, *args.worker_counts})
