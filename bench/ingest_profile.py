@@ -2,6 +2,7 @@
 
     python -m bench.ingest_profile                    # PostgreSQL, realistic mix
     python -m bench.ingest_profile --readings 10 --db sqlite
+    python -m bench.ingest_profile --no-profile --statements   # time per SQL statement
 
 Builds a fresh database like bench/ingest.py (a charge running on every port unless
 ``--no-sessions``), pre-generates the same uplinks,
@@ -14,6 +15,7 @@ internal time.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import cProfile
 import io
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -54,6 +57,41 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _time_statements() -> dict[str, list[float]]:
+    """Wall seconds and calls per SQL statement (its first 90 characters), the telemetry
+    COPYs included (they bypass SQLAlchemy); ``clear()`` the result to start afresh."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from app.services import telemetry
+
+    spent: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+
+    def add(key: str, seconds: float) -> None:
+        spent[key][0] += seconds
+        spent[key][1] += 1
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def before(conn: Any, *_: Any) -> None:
+        conn.info["bench_t0"] = time.perf_counter()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def after(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        add(" ".join(statement.split())[:90], time.perf_counter() - conn.info.pop("bench_t0"))
+
+    copy = telemetry.pg_copy
+
+    def timed_copy(session: Any, table: str, *args: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            copy(session, table, *args)
+        finally:
+            add(f"COPY {table} (binary)", time.perf_counter() - t0)
+
+    telemetry.pg_copy = timed_copy
+    return spent
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ingest_profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--no-profile", action="store_true", help="time only")
+    p.add_argument("--statements", action="store_true",
+                   help="wall time per SQL statement over the timed batches")
     p.add_argument("--no-sessions", action="store_true",
                    help="readings with power and no session (the incident path)")
     args = p.parse_args(argv)
@@ -87,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         inbound = [Inbound(t, pl, i + 1, 0, 0, now) for i, (t, pl) in enumerate(messages)]
         batches = [inbound[i:i + args.batch] for i in range(0, len(inbound), args.batch)]
         profiler = cProfile.Profile()
+        statements = _time_statements() if args.statements else {}
         with app.app_context():
             worker.process(batches[0])  # warm-up: pile directory, statement caches
+            statements.clear()
             settle_garbage_collector()  # as run_forever does
             backend = _backend_pids(app)
             pg_cpu0, py_cpu0 = _cpu_seconds(backend), time.process_time()
@@ -113,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"PostgreSQL backend {pg_cpu / done * 1e6:,.0f} µs "
                   f"(wall {elapsed / done * 1e6:,.0f} µs)")
         print(f"stats: {worker.stats.snapshot()}")
+        timed = len(batches) - 1
+        for key, (seconds, calls) in sorted(statements.items(), key=lambda kv: -kv[1][0]):
+            print(f"{seconds / timed * 1000:7.1f} ms/batch {calls / timed:6.1f}x  {key}")
         if not args.no_profile:
             for key in ("cumulative", "tottime"):
                 out = io.StringIO()

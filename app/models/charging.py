@@ -22,7 +22,7 @@ from app.domain.charging import SessionStatus, StartMethod, StopReason
 from app.extensions import db
 from app.models.base import CreatedMixin, IdMixin, UTCDateTime
 from app.models.people import ChargingAccount
-from app.models.piles import Pile, Port
+from app.models.piles import HOT_UPDATE_STORAGE, Pile, Port
 
 
 def _in(values: Any) -> str:
@@ -86,4 +86,5 @@ class ChargingSession(IdMixin, CreatedMixin, db.Model):
             postgresql_where=text("status IN ('starting', 'active', 'stopping')"),
         ),
         Index("ix_charging_sessions_status", "status"),
+        HOT_UPDATE_STORAGE,  # every meter report of a running session rewrites its row
     )

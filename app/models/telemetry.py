@@ -28,18 +28,16 @@ class PileInbox(db.Model):
     """Every uplink applied, under its natural key: the second copy is a no-op.
 
     MQTT packet ids are reused and QoS 1 delivers duplicates, so de-duplication is
-    by (pile, boot_id, seq) — never by packet id.
+    by (pile, boot_id, seq) — never by packet id. That key is the primary key: a
+    surrogate id was one more index and sequence to write per message, read by nothing.
     """
 
     __tablename__ = "pile_inbox"
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True)
-    pile_id: Mapped[int] = mapped_column(ForeignKey("piles.id"))
-    boot_id: Mapped[str] = mapped_column(String(64))
-    seq: Mapped[int] = mapped_column(BigInteger)
+    pile_id: Mapped[int] = mapped_column(ForeignKey("piles.id"), primary_key=True)
+    boot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     msg_type: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    __table_args__ = (UniqueConstraint("pile_id", "boot_id", "seq"),)
 
 
 class MeterReading(db.Model):

@@ -6,26 +6,26 @@ rejects for the record. It never commits: ``apply_uplinks`` does, once, so the
 bridge can acknowledge the whole batch to the broker after that commit.
 
 Hot path: plain SQLAlchemy Core, no ORM objects. On PostgreSQL the bulk writes
-(inbox claims, meter readings, port meter state) are one statement each per
-batch over ``json_to_recordset`` (all rows in one JSON parameter), and the batch
-locks its piles in id order first so bridge workers sharing the load queue
-instead of deadlocking; on SQLite (one writer at a time anyway) they are
-executemany. bench/ingest.py measures it.
+(inbox claims, port meter state, events) are one statement each per batch over
+``json_to_recordset`` (all rows in one JSON parameter), meter readings one binary
+COPY, and the batch locks its piles in id order first so bridge workers sharing
+the load queue instead of deadlocking; on SQLite (one writer at a time anyway)
+they are executemany. bench/ingest.py measures it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, TextClause, and_, bindparam, or_, select, text, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import and_, bindparam, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.domain.telemetry import Stamp, is_newer, is_silent, will_applies
@@ -260,9 +260,12 @@ def ingest(ctx: BatchContext, uplinks: list[Uplink], directory: PileDirectory) -
     ctx.count("duplicate", sum(1 for o in outcomes if o is Outcome.DUPLICATE))
     flush(ctx)
     if ctx.touched_piles:
-        session.execute(
-            update(Pile).where(Pile.id.in_(ctx.touched_piles)).values(last_seen_at=ctx.now)
-        )
+        if _is_postgresql(session):
+            session.execute(_PG_PILES_SEEN, {"ids": sorted(ctx.touched_piles), "now": ctx.now})
+        else:
+            session.execute(
+                update(Pile).where(Pile.id.in_(ctx.touched_piles)).values(last_seen_at=ctx.now)
+            )
     return outcomes
 
 
@@ -270,35 +273,45 @@ def flush(ctx: BatchContext) -> None:
     """Write what the handlers accumulated so far, in bulk (safe to call repeatedly)."""
     session = ctx.session
     apply_port_statuses(ctx)
+    is_pg = _is_postgresql(session)
     if ctx.meter_rows:
-        if _is_postgresql(session):
-            _pg_insert_many(session, MeterReading.__table__, ctx.meter_rows)
+        if is_pg:
+            pg_copy(session, "meter_readings", _PG_METER_COLUMNS, ctx.meter_rows)
         else:
             session.execute(MeterReading.__table__.insert(), ctx.meter_rows)
     if ctx.port_meter_updates:
-        if _is_postgresql(session):
+        if is_pg:
             _pg_update_port_meters(session, ctx.port_meter_updates)
         else:
             session.execute(_PORT_METER_UPDATE, ctx.port_meter_updates)
     if ctx.events:
-        session.execute(PileEvent.__table__.insert(), ctx.events)
+        if is_pg:
+            _pg_insert_events(session, ctx.events)
+        else:
+            session.execute(PileEvent.__table__.insert(), ctx.events)
     if ctx.heartbeat_piles:
-        session.execute(
-            update(Pile.__table__)
-            .where(Pile.__table__.c.id.in_(sorted(ctx.heartbeat_piles)),
-                   Pile.__table__.c.online.is_(False))
-            .values(online=True, went_offline_at=None)
-        )
+        if is_pg:
+            session.execute(_PG_PILES_ONLINE, {"ids": sorted(ctx.heartbeat_piles)})
+        else:
+            session.execute(
+                update(Pile.__table__)
+                .where(Pile.__table__.c.id.in_(sorted(ctx.heartbeat_piles)),
+                       Pile.__table__.c.online.is_(False))
+                .values(online=True, went_offline_at=None)
+            )
     ctx.meter_rows, ctx.port_meter_updates, ctx.events = [], [], []
     ctx.heartbeat_piles = set()
 
 
 # --- PostgreSQL bulk paths: one statement per batch instead of one per row -----------
 #
-# The rows travel as ONE JSON text parameter, unpacked by ``json_to_recordset``: the
-# stdlib's C encoder writes it, PostgreSQL parses it. Passing one array per column
-# instead made psycopg adapt (and for text, escape) every element in Python, which
-# cost more than the statements themselves (bench/ingest_profile.py).
+# The rows travel as ONE JSON text parameter, unpacked by ``json_to_recordset``: orjson
+# writes it, PostgreSQL parses it. Passing one array per column instead made psycopg
+# adapt (and for text, escape) every element in Python, which cost more than the
+# statements themselves (bench/ingest_profile.py). Meter readings, the most rows and
+# insert-only, go by binary COPY instead: no JSON or text to parse on either side.
+# Id lists are one array parameter (``= ANY``): one prepared statement whatever their
+# length, where an IN list is a new statement to parse and plan for every length.
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -348,18 +361,56 @@ def _claim_inbox(session: Session, claims: list[dict[str, Any]]) -> set[tuple[An
     return {tuple(row) for row in rows}
 
 
-@cache
-def _pg_insert_sql(table: Table, keys: tuple[str, ...]) -> TextClause:
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    columns = ", ".join(f"{k} {table.c[k].type.compile(dialect=dialect)}" for k in keys)
-    names = ", ".join(keys)
-    return text(f"INSERT INTO {table.name} ({names}) SELECT {names} "
-                f"FROM json_to_recordset(CAST(:rows AS JSON)) AS v({columns})")
+# column → PostgreSQL type of the binary COPY: the table's own types, as COPY BINARY
+# converts nothing. psycopg's binary int4 wraps an int out of range instead of failing;
+# the protocol schema bounds every reading within these types (tests/unit/test_meter_copy).
+_PG_METER_COLUMNS = {
+    "port_id": "int4", "measured_at": "timestamptz", "energy_wh": "int8",
+    "delta_wh": "int4", "power_w": "int4", "voltage_dv": "int4", "current_ma": "int4",
+    "temp_dc": "int4", "session_ref": "text",
+}
 
 
-def _pg_insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``INSERT … SELECT … FROM json_to_recordset(:rows)``: scalar columns, aware datetimes."""
-    session.execute(_pg_insert_sql(table, tuple(rows[0])), {"rows": pg_rows(rows)})
+def pg_copy(session: Session, table: str, columns: Mapping[str, str],
+            rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append rows with one binary ``COPY … FROM STDIN`` in the session's transaction.
+
+    COPY is not a statement SQLAlchemy can run, so it goes through the session's own
+    psycopg connection (the same transaction); its errors are raised as SQLAlchemy's,
+    so the bridge still tells "database away, retry the batch" from a bad message.
+    """
+    import psycopg
+
+    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    conn = session.connection().connection.driver_connection
+    try:
+        with conn.cursor() as cursor, cursor.copy(sql) as copy:
+            copy.set_types(list(columns.values()))
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
+_PG_EVENTS_INSERT = text("""
+    INSERT INTO pile_events (pile_id, port_id, kind, at, detail)
+    SELECT v.pile_id, v.port_id, v.kind, v.at, CAST(v.detail AS JSON)
+    FROM json_to_recordset(CAST(:rows AS JSON))
+         AS v(pile_id INTEGER, port_id INTEGER, kind VARCHAR(30), at TIMESTAMPTZ, detail TEXT)
+""")
+
+
+def _pg_insert_events(session: Session, events: list[dict[str, Any]]) -> None:
+    """The events in one statement instead of one INSERT each. ``detail`` is written by
+    the encoder the JSON column uses (json.dumps), so the stored text is the same."""
+    session.execute(_PG_EVENTS_INSERT, {"rows": pg_rows(
+        {**e, "detail": json.dumps(e["detail"])} for e in events)})
+
+
+_PG_PILES_ONLINE = text("UPDATE piles SET online = true, went_offline_at = NULL "
+                        "WHERE id = ANY(CAST(:ids AS INTEGER[])) AND online IS false")
+_PG_PILES_SEEN = text("UPDATE piles SET last_seen_at = :now "
+                      "WHERE id = ANY(CAST(:ids AS INTEGER[]))")
 
 
 _PG_PORT_METER_UPDATE = text("""
