@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -373,7 +374,8 @@ _PG_METER_COLUMNS = {
 
 def pg_copy(session: Session, table: str, columns: Mapping[str, str],
             rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows with one binary ``COPY … FROM STDIN`` in the session's transaction.
+    """Append rows with one binary ``COPY … FROM STDIN`` in the session's transaction
+    (``columns``: two or more, name → PostgreSQL type).
 
     COPY is not a statement SQLAlchemy can run, so it goes through the session's own
     psycopg connection (the same transaction); its errors are raised as SQLAlchemy's,
@@ -382,12 +384,13 @@ def pg_copy(session: Session, table: str, columns: Mapping[str, str],
     import psycopg
 
     sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    values = itemgetter(*columns)  # a row's values as a tuple, in column order
     conn = session.connection().connection.driver_connection
     try:
         with conn.cursor() as cursor, cursor.copy(sql) as copy:
             copy.set_types(list(columns.values()))
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(values(row))
     except psycopg.Error as exc:
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
