@@ -895,12 +895,13 @@ _RUNNING_COLUMNS = (
 )
 _OPEN = [s.value for s in OPEN_STATUSES]
 # PostgreSQL: one prepared statement whatever the number of sessions (an IN list of N
-# parameters is a new statement for every N), rows locked in id order.
+# parameters is a new statement for every N), rows locked in id order. NO KEY UPDATE:
+# what the UPDATE of non-key columns that follows takes anyway.
 _PG_LOCK_RUNNING = (
     select(*_RUNNING_COLUMNS)
     .where(text("charging_sessions.public_id = ANY(CAST(:ids AS TEXT[]))"),
            _RUNNING.c.status.in_(_OPEN))
-    .order_by(_RUNNING.c.id).with_for_update()
+    .order_by(_RUNNING.c.id).with_for_update(key_share=True)
 )
 # s_running is the state's JSON text, stored as it is (a JSON column keeps its text).
 _PG_UPDATE_RUNNING = text("""
