@@ -335,10 +335,14 @@ class ProcessLink:
                           self.config.client_id, self._proc.exitcode if self._proc else "?")
                 self.generation = 0
                 self.events.on_disconnected("link process died")
+                with self._send_lock:
+                    conn.close()
+                    self._conn = None  # publishes and acks until the new child: dropped
                 time.sleep(self.RESTART_DELAY_S)
                 if self._stopping.is_set():
                     return
-                self._spawn()
+                with self._send_lock:
+                    self._spawn()
                 continue
             kind = message[0]
             if kind == "messages":
@@ -382,5 +386,6 @@ class ProcessLink:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
+        with self._send_lock:
+            if self._conn is not None:
+                self._conn.close()
