@@ -22,6 +22,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
@@ -247,6 +248,9 @@ class _PipeEvents:
 
 def _child_main(config: LinkConfig, conn: Connection, first_generation: int) -> None:
     """The child process: one PahoLink, a flusher, and the parent's orders."""
+    # Ctrl-C reaches the whole process group: the parent decides when the link stops
+    # (it acks what committed, then disconnects cleanly).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s[link]: %(message)s")
     events = _PipeEvents(conn)
