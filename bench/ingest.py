@@ -556,7 +556,7 @@ def inbox_state(app: Any) -> tuple[int, Any, Any, int]:
 # ================================================================== CPU
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of a local process and all its threads (0 if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -606,9 +606,9 @@ class CpuMeter:
 
     def _snapshot(self) -> dict[str, dict[int, float]]:
         broker = [self.env.broker_pid] if self.env.broker_pid else []
-        return {"consumer": {p: _cpu_s(p) for p in _with_children(self.consumer_pids)},
-                "broker": {p: _cpu_s(p) for p in broker},
-                "postgres": {p: _cpu_s(p) for p in _postgres_pids()}}
+        return {"consumer": {p: cpu_seconds(p) for p in _with_children(self.consumer_pids)},
+                "broker": {p: cpu_seconds(p) for p in broker},
+                "postgres": {p: cpu_seconds(p) for p in _postgres_pids()}}
 
     def per_message_us(self, consumed: int) -> dict[str, float]:
         after = self._snapshot()

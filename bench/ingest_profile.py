@@ -19,7 +19,6 @@ import collections
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import sys
 import tempfile
@@ -31,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import bench_database, build_app, generate, reset_telemetry, seed_piles  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    bench_database,
+    build_app,
+    cpu_seconds,
+    generate,
+    reset_telemetry,
+    seed_piles,
+)
 
 
 def _backend_pids(app: object) -> list[int]:
@@ -45,16 +51,6 @@ def _backend_pids(app: object) -> list[int]:
     with app.app_context():  # type: ignore[attr-defined]
         return [int(pid) for pid in db.session.execute(text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()]
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of local processes from /proc (the database runs on this machine)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _time_statements() -> dict[str, list[float]]:
@@ -133,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             statements.clear()
             settle_garbage_collector()  # as run_forever does
             backend = _backend_pids(app)
-            pg_cpu0, py_cpu0 = _cpu_seconds(backend), time.process_time()
+            pg_cpu0, py_cpu0 = sum(map(cpu_seconds, backend)), time.process_time()
             started = time.perf_counter()
             if not args.no_profile:
                 profiler.enable()
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 worker.process(batch)
             profiler.disable()
             elapsed = time.perf_counter() - started
-            pg_cpu, py_cpu = _cpu_seconds(backend) - pg_cpu0, time.process_time() - py_cpu0
+            pg_cpu, py_cpu = sum(map(cpu_seconds, backend)) - pg_cpu0, time.process_time() - py_cpu0
             done = sum(len(b) for b in batches[1:])
             from app.extensions import db
 

@@ -124,9 +124,6 @@ class InboundQueue:
         with self._ready:
             self._items.clear()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class PahoLink:
     """paho on a thread of this process: persistent MQTT 5 session, QoS 1, manual acks."""
